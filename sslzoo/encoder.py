@@ -1,0 +1,105 @@
+"""The `Encoder`: a headless backbone that carries everything needed to use it correctly.
+
+Preprocessing (input size, mean/std, interpolation) and provenance (method, dataset, epochs,
+recipe, measured metrics) travel with the weights in `config.json`, so a loaded encoder cannot
+be fed the wrong normalisation and always says where it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from .backbones import RESNET_STAGES, num_features, torchvision_resnet
+from .preprocessing import CIFAR10_MEAN, CIFAR10_STD, ImageLike, as_batch, eval_transform
+
+
+class Encoder(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="sslzoo",
+    tags=["sslzoo", "self-supervised-learning", "image-feature-extraction"],
+    pipeline_tag="image-feature-extraction",
+    license="mit",
+):
+    """A ResNet feature extractor: `forward(x)` maps (B, 3, H, W) normalised images to (B, D) features.
+
+    Its parameters are named exactly like torchvision's ResNet (no prefix, no `fc`), so
+    `model.safetensors` loads into `sslzoo.backbones.torchvision_resnet(backbone, stem)`.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        stem: str = "cifar",
+        input_size: int = 32,
+        mean: Sequence[float] = CIFAR10_MEAN,
+        std: Sequence[float] = CIFAR10_STD,
+        interpolation: str = "bilinear",
+        provenance: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.stem = stem
+        self.input_size = int(input_size)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.interpolation = interpolation
+        self.provenance: dict[str, Any] = dict(provenance or {})
+        self.num_features = num_features(backbone)
+        net = torchvision_resnet(backbone, stem)
+        for name in RESNET_STAGES:  # torchvision's names at the top level: no "backbone." prefix
+            self.add_module(name, getattr(net, name))
+        self._transform = eval_transform(self.input_size, self.mean, self.std, self.interpolation)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments: what `config.json` holds and what rebuilds this encoder."""
+        return {
+            "backbone": self.backbone,
+            "stem": self.stem,
+            "input_size": self.input_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+            "provenance": self.provenance,
+        }
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_exits(x)[0]
+
+    def forward_with_exits(
+        self, x: torch.Tensor, exits: Sequence[str] = ()
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Pooled features plus the feature maps after the named stages (e.g. "layer2" for SelfCon)."""
+        maps: dict[str, torch.Tensor] = {}
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for name in ("layer1", "layer2", "layer3", "layer4"):
+            x = getattr(self, name)(x)
+            if name in exits:
+                maps[name] = x
+        return torch.flatten(self.avgpool(x), 1), maps
+
+    def preprocess(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
+        """Images (PIL, paths, uint8 tensors) to the normalised (B, 3, S, S) float batch the model expects."""
+        return torch.stack([self._transform(image) for image in as_batch(images)])
+
+    @torch.inference_mode()
+    def embed(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 256) -> torch.Tensor:
+        """L2-normalised features of `images`, computed in eval mode on the encoder's device."""
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        batch = self.preprocess(images)
+        features = [self(chunk.to(device)) for chunk in batch.split(batch_size)]
+        self.train(was_training)
+        return F.normalize(torch.cat(features).float(), dim=1)
+
+    def extra_repr(self) -> str:
+        method = self.provenance.get("method", "untrained")
+        return f"backbone={self.backbone}, stem={self.stem}, input_size={self.input_size}, method={method}"

@@ -1,0 +1,23 @@
+"""Shared test setup: offline, single-threaded (stable on a 2-core CI box), deterministic."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_isolate(tmp_path, monkeypatch):
+    """Every test starts from the same seed, with its own SSLZOO_HOME and Hugging Face cache."""
+    torch.manual_seed(0)
+    monkeypatch.setenv("SSLZOO_HOME", str(tmp_path / "sslzoo_home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+    yield
