@@ -19,5 +19,9 @@ def _seed_and_isolate(tmp_path, monkeypatch):
     """Every test starts from the same seed, with its own SSLZOO_HOME and Hugging Face cache."""
     torch.manual_seed(0)
     monkeypatch.setenv("SSLZOO_HOME", str(tmp_path / "sslzoo_home"))
+    # huggingface_hub reads HF_HUB_CACHE once at import, so patch the constant it consults.
+    from huggingface_hub import constants
+
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
     yield
