@@ -1,0 +1,113 @@
+"""The Encoder: shapes, save/load round trip, torchvision compatibility, and `embed` on every input type."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from torch import nn
+from torchvision.models import resnet18
+
+import sslzoo
+from sslzoo.backbones import torchvision_resnet
+
+
+@pytest.fixture(scope="module")
+def encoder() -> sslzoo.Encoder:
+    torch.manual_seed(0)
+    return sslzoo.Encoder(backbone="resnet18", stem="cifar", provenance={"method": "test"}).eval()
+
+
+def test_forward_gives_pooled_features_of_the_documented_width(encoder):
+    features = encoder(torch.randn(3, 3, 32, 32))
+    assert features.shape == (3, 512) == (3, encoder.num_features)
+
+
+def test_cifar_stem_keeps_resolution_and_imagenet_stem_downsamples():
+    cifar = sslzoo.Encoder(stem="cifar")
+    imagenet = sslzoo.Encoder(stem="imagenet", input_size=224)
+    _, cifar_maps = cifar.forward_with_exits(torch.randn(1, 3, 32, 32), exits=("layer1", "layer2"))
+    _, imagenet_maps = imagenet.forward_with_exits(torch.randn(1, 3, 64, 64), exits=("layer1",))
+    assert cifar_maps["layer1"].shape[-2:] == (32, 32)
+    assert cifar_maps["layer2"].shape[1:] == (128, 16, 16)
+    assert imagenet_maps["layer1"].shape[-2:] == (16, 16)  # 7x7 stride-2 conv + max-pool
+    assert isinstance(cifar.maxpool, nn.Identity) and cifar.conv1.kernel_size == (3, 3)
+
+
+def test_resnet50_has_2048_features():
+    assert sslzoo.Encoder(backbone="resnet50", stem="imagenet", input_size=224).num_features == 2048
+
+
+def test_unknown_backbone_or_stem_is_a_config_error():
+    with pytest.raises(sslzoo.ConfigError, match="resnet18"):
+        sslzoo.Encoder(backbone="vgg11")
+    with pytest.raises(sslzoo.ConfigError, match="cifar"):
+        sslzoo.Encoder(stem="tiny")
+
+
+def test_save_and_load_round_trip_is_bit_exact(encoder, tmp_path):
+    encoder.save_pretrained(tmp_path / "model")
+    assert {p.name for p in (tmp_path / "model").iterdir()} >= {"config.json", "model.safetensors", "README.md"}
+    loaded = sslzoo.load(tmp_path / "model")
+    assert not loaded.training
+    for key, value in encoder.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.equal(encoder(x), loaded(x))
+    assert loaded.provenance == {"method": "test"}
+    assert loaded.config == encoder.config
+
+
+def test_from_pretrained_of_the_hub_mixin_reads_the_same_folder(encoder, tmp_path):
+    encoder.save_pretrained(tmp_path)
+    loaded = sslzoo.Encoder.from_pretrained(tmp_path, strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(encoder(x), loaded(x))
+
+
+def test_weights_load_into_a_torchvision_resnet_with_the_stem_swapped(encoder, tmp_path):
+    encoder.save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    # The documented one-liner, spelled out with plain torchvision:
+    net = resnet18()
+    net.conv1, net.maxpool, net.fc = nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.Identity(), nn.Identity()
+    net.load_state_dict(state)  # strict: every key matches, none missing
+    net.eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(net(x), encoder(x))
+    helper = torchvision_resnet("resnet18", "cifar").eval()
+    helper.load_state_dict(state)
+    assert torch.equal(helper(x), encoder(x))
+
+
+def test_embed_gives_the_same_features_for_pil_file_and_tensor(encoder, tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, size=(40, 48, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    path = tmp_path / "image.png"
+    image.save(path)
+    tensor = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+    from_pil, from_file, from_tensor = encoder.embed(image), encoder.embed(path), encoder.embed(tensor)
+    assert from_pil.shape == (1, 512)
+    assert torch.allclose(from_pil.norm(dim=1), torch.ones(1))
+    assert torch.equal(from_pil, from_file) and torch.equal(from_pil, from_tensor)
+    batch = encoder.embed([image, str(path), tensor])
+    assert torch.allclose(batch, from_pil.expand(3, -1), atol=1e-6)
+
+
+def test_embed_converts_grayscale_rgba_and_16_bit_images(encoder):
+    gray = Image.fromarray(np.full((32, 32), 128, dtype=np.uint8), mode="L")
+    rgba = Image.fromarray(np.full((32, 32, 4), 128, dtype=np.uint8), mode="RGBA")
+    deep = Image.fromarray(np.full((32, 32), 128 * 257, dtype=np.uint16))
+    features = encoder.embed([gray, rgba, deep])
+    assert features.shape == (3, 512) and torch.isfinite(features).all()
+    assert torch.allclose(features[0], features[2], atol=1e-5)  # 16-bit 32896 == 8-bit 128
+
+
+def test_embed_refuses_what_is_not_an_image(encoder, tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(sslzoo.ConfigError, match="notes.txt"):
+        encoder.embed(tmp_path / "notes.txt")
+    with pytest.raises(sslzoo.ConfigError, match="uint8"):
+        encoder.embed(torch.rand(3, 32, 32))

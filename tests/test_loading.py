@@ -1,0 +1,173 @@
+"""`sslzoo.load`: registry names, folders and Hub ids, with errors a user can act on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import constants
+
+import sslzoo
+from sslzoo import registry
+from sslzoo.loading import sha256_of
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+OTHER_COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> Path:
+    torch.manual_seed(1)
+    folder = tmp_path_factory.mktemp("model")
+    sslzoo.Encoder(provenance={"method": "simclr", "dataset": "cifar10"}).save_pretrained(folder)
+    return folder
+
+
+def hand_built_cache(folder: Path, repo_id: str, commit: str = COMMIT, ref: str = "main") -> Path:
+    """The Hugging Face cache layout: refs/<ref> holds the commit, snapshots/<commit>/ the files."""
+    repo = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(folder / name, snapshot / name)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / ref).write_text(commit)
+    return snapshot
+
+
+def features(encoder: sslzoo.Encoder) -> torch.Tensor:
+    return encoder(torch.ones(1, 3, 32, 32))
+
+
+def patch_entry(monkeypatch, name: str, **changes) -> None:
+    data = registry.registry_data()
+    for entry in data["models"]:
+        if entry["name"] == name:
+            entry.update(changes)
+    monkeypatch.setattr(registry, "_load", lambda: data)
+
+
+def test_folder_loads_in_eval_mode_on_the_requested_device(saved):
+    encoder = sslzoo.load(saved, device="cpu")
+    assert not encoder.training and next(encoder.parameters()).device.type == "cpu"
+    assert torch.equal(features(encoder), features(sslzoo.load(str(saved))))
+
+
+def test_hub_id_loads_from_a_hand_built_cache_offline(saved):
+    hand_built_cache(saved, "someone/encoder")
+    encoder = sslzoo.load("hf-hub:someone/encoder")
+    assert torch.equal(features(encoder), features(sslzoo.load(saved)))
+
+
+def test_hub_revision_is_honoured(saved, tmp_path):
+    other = tmp_path / "other"
+    torch.manual_seed(2)
+    sslzoo.Encoder().save_pretrained(other)
+    hand_built_cache(saved, "someone/encoder", COMMIT, "main")
+    hand_built_cache(other, "someone/encoder", OTHER_COMMIT, "v2")
+    main, v2 = sslzoo.load("hf-hub:someone/encoder"), sslzoo.load("hf-hub:someone/encoder@v2")
+    pinned = sslzoo.load(f"hf-hub:someone/encoder@{OTHER_COMMIT}")
+    assert not torch.equal(features(main), features(v2))
+    assert torch.equal(features(v2), features(pinned))
+
+
+def test_hub_id_missing_offline_says_so():
+    with pytest.raises(sslzoo.WeightsNotAvailableError, match="not in the local Hugging Face cache"):
+        sslzoo.load("hf-hub:someone/absent")
+    with pytest.raises(sslzoo.WeightsNotAvailableError, match="org/repo"):
+        sslzoo.load("hf-hub:no-slash")
+
+
+def test_unknown_name_raises_with_suggestions():
+    with pytest.raises(sslzoo.UnknownModelError, match="mixco-resnet18-cifar100"):
+        sslzoo.load("mixco-resnet18-cifar1000")
+
+
+def test_known_name_without_weights_says_how_to_train_them():
+    with pytest.raises(sslzoo.WeightsNotAvailableError) as error:
+        sslzoo.load("mixco-resnet18-cifar100")
+    message = str(error.value)
+    assert "sslzoo-train --method mixco" in message and "--dataset cifar100" in message
+    assert "SSLZOO_HOME" not in message or "mixco-resnet18-cifar100" in message
+
+
+def test_name_is_found_in_sslzoo_home(saved):
+    home = sslzoo.sslzoo_home() / "byol-resnet18-cifar10"
+    shutil.copytree(saved, home)
+    assert torch.equal(features(sslzoo.load("byol-resnet18-cifar10")), features(sslzoo.load(saved)))
+
+
+def test_name_on_the_hub_is_downloaded_through_the_cache_and_checked(saved, monkeypatch):
+    patch_entry(monkeypatch, "byol-resnet18-cifar100", weights="hub", sha256=sha256_of(saved / "model.safetensors"))
+    hand_built_cache(saved, "sslzoo/byol-resnet18-cifar100")
+    assert torch.equal(features(sslzoo.load("byol-resnet18-cifar100")), features(sslzoo.load(saved)))
+
+
+def test_checksum_mismatch_names_the_file_and_leaves_nothing_in_the_cache(saved, monkeypatch):
+    patch_entry(monkeypatch, "byol-resnet18-cifar100", weights="hub", sha256="0" * 64)
+    snapshot = hand_built_cache(saved, "sslzoo/byol-resnet18-cifar100")
+    with pytest.raises(sslzoo.CorruptWeightsError, match="sha256") as error:
+        sslzoo.load("byol-resnet18-cifar100")
+    assert error.value.path.name == "model.safetensors"
+    assert not (snapshot / "model.safetensors").exists()
+
+
+def test_checksum_mismatch_in_sslzoo_home_is_refused(saved, monkeypatch):
+    patch_entry(monkeypatch, "byol-resnet18-cifar10", weights="hub", sha256="0" * 64)
+    shutil.copytree(saved, sslzoo.sslzoo_home() / "byol-resnet18-cifar10")
+    with pytest.raises(sslzoo.CorruptWeightsError, match="does not match the registry"):
+        sslzoo.load("byol-resnet18-cifar10")
+
+
+def test_corrupt_weights_file_is_named(saved, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(saved, broken)
+    (broken / "model.safetensors").write_bytes(b"\x00" * 100)
+    with pytest.raises(sslzoo.CorruptWeightsError) as error:
+        sslzoo.load(broken)
+    assert error.value.path == broken / "model.safetensors"
+
+
+def test_corrupt_cached_hub_file_is_evicted(saved):
+    snapshot = hand_built_cache(saved, "someone/broken")
+    (snapshot / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(sslzoo.CorruptWeightsError, match="safetensors"):
+        sslzoo.load("hf-hub:someone/broken")
+    assert not (snapshot / "model.safetensors").exists()
+
+
+def test_weights_that_do_not_fit_the_config_are_refused(saved, tmp_path):
+    mismatched = tmp_path / "mismatched"
+    shutil.copytree(saved, mismatched)
+    config = json.loads((mismatched / "config.json").read_text())
+    (mismatched / "config.json").write_text(json.dumps({**config, "backbone": "resnet50"}))
+    with pytest.raises(sslzoo.CorruptWeightsError, match="do not match config.json"):
+        sslzoo.load(mismatched)
+    (mismatched / "config.json").write_text("{not json")
+    with pytest.raises(sslzoo.CorruptWeightsError, match="config.json"):
+        sslzoo.load(mismatched)
+
+
+def test_missing_folder_or_file_is_a_clear_error(saved, tmp_path):
+    with pytest.raises(sslzoo.WeightsNotAvailableError, match="no such folder"):
+        sslzoo.load(tmp_path / "nowhere")
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copy(saved / "config.json", partial)
+    with pytest.raises(sslzoo.WeightsNotAvailableError, match="model.safetensors"):
+        sslzoo.load(partial)
+
+
+def test_bundled_default_matches_its_registered_checksum():
+    name = sslzoo.default_model()
+    if name is None:
+        pytest.skip("no default model is bundled in this build")
+    info = sslzoo.model_info(name)
+    from sslzoo.loading import bundled_weights_dir
+
+    assert sha256_of(bundled_weights_dir(name) / "model.safetensors") == info.sha256
+    encoder = sslzoo.load(name)
+    assert encoder.provenance.get("method") == info.method
