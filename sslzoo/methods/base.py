@@ -3,24 +3,48 @@
 A `Method` owns the encoder and its training-only parts (projector, predictor, momentum copies,
 queues, plug-in modules). The engine makes the views, calls `forward`, steps the optimiser, then
 calls `after_step`. Only `export_encoder()` leaves training: it holds no training-only parameter.
+
+Methods that can host a plug-in (MixCo, batch fusion, IE-CL) also implement `host_forward` and
+`embed`: the plug-in reads the host's per-view embeddings and targets instead of copying its code.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 from torch import nn
 
 from ..encoder import Encoder
+from ..errors import ConfigError
+
+
+@dataclass
+class HostOutput:
+    """What a host method computed for one batch, for the plug-ins that wrap it.
+
+    For view v (a list index), `embeddings[v]` are the online embeddings the loss contrasts (with
+    gradient), `features[v]` the encoder's pooled features, `targets[v]` (B, D) the embedding each
+    sample of view v must match (SimCLR: the other view's online embedding; MoCo: the other view's
+    momentum key; BYOL: the other view's target projection), and `negatives[v]` extra negatives
+    beyond the batch (MoCo's queue) or None.
+    """
+
+    loss: torch.Tensor
+    logs: dict[str, torch.Tensor]
+    features: list[torch.Tensor]
+    embeddings: list[torch.Tensor]
+    targets: list[torch.Tensor]
+    negatives: list[torch.Tensor | None] = field(default_factory=list)
 
 
 class Method(nn.Module):
     """Base class of every objective and plug-in wrapper.
 
     Subclasses set `name`, `supervised` (needs labels) and `num_views` (augmented views per image
-    the engine must produce; SelfCon-S uses 1), and implement `forward`.
+    the engine must produce; SelfCon-S uses 1), and implement `forward` (or `host_forward`).
     """
 
     name: ClassVar[str] = "method"
@@ -35,7 +59,16 @@ class Method(nn.Module):
         self, views: list[torch.Tensor], labels: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Loss of one batch of views (each (B, 3, H, W), normalised), and scalars to log."""
-        raise NotImplementedError
+        out = self.host_forward(views, labels)
+        return out.loss, out.logs
+
+    def host_forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> HostOutput:
+        """The loss plus the per-view embeddings and targets that plug-ins build on."""
+        raise ConfigError(f"Method {self.name!r} cannot host plug-ins (MixCo, batch fusion, IE-CL).")
+
+    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Online branch on a batch of images: (encoder features, embedding the loss uses)."""
+        raise ConfigError(f"Method {self.name!r} cannot host plug-ins (MixCo, batch fusion, IE-CL).")
 
     def after_step(self, progress: float) -> None:
         """Hook after each optimiser step (EMA updates, queues). `progress` = step / total steps, in [0, 1]."""
@@ -56,3 +89,11 @@ class Method(nn.Module):
     def export_encoder(self) -> Encoder:
         """A detached copy of the online encoder, in eval mode, with nothing training-only attached."""
         return copy.deepcopy(self.encoder).cpu().eval()
+
+    def _check_views(self, views: list[torch.Tensor], expected: int | None = None) -> None:
+        expected = self.num_views if expected is None else expected
+        if len(views) != expected:
+            raise ConfigError(
+                f"{type(self).__name__} needs {expected} view(s) per image, got {len(views)}; "
+                f"make the data pipeline produce `method.num_views` views."
+            )
