@@ -1,0 +1,8 @@
+"""Taking encoders out of the zoo: safetensors and ONNX files, model cards, Hub repositories.
+
+- `sslzoo.export.onnx`: `export_onnx`, `onnx_session`, `onnx_config` (one parity-checked ONNX file).
+- `sslzoo.export.folder`: `export_folder`, the complete Hub repository folder behind `sslzoo-export`.
+- `sslzoo.export.cards`, `.zoo_table`, `.curves`: model cards, the zoo table, training curves.
+- `sslzoo.export.results`: `record_run` / `record_results`, the one writer of measured numbers.
+Uploads go through `sslzoo.hub.upload_folder`, the one module that talks to the Hub.
+"""

@@ -1,4 +1,4 @@
-"""The one module that talks to the Hugging Face Hub (downloads here; uploads in `sslzoo.export`).
+"""The one module that talks to the Hugging Face Hub (downloads for `sslzoo.load`, uploads for `--push`).
 
 Everything goes through huggingface_hub, so its cache, `HF_HUB_OFFLINE`, `HF_TOKEN` and revisions
 behave as users expect from every other Hub library.
@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from huggingface_hub import hf_hub_download
+from huggingface_hub import HfApi, get_token, hf_hub_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
+    HfHubHTTPError,
     LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
 
-from .errors import WeightsNotAvailableError
+from .errors import ConfigError, SslzooError, WeightsNotAvailableError
 
 HUB_PREFIX = "hf-hub:"
 CONFIG_NAME = "config.json"
@@ -65,3 +68,73 @@ def evict_cached_file(path: Path) -> None:
             target.unlink()
         except FileNotFoundError:
             pass
+
+
+# --- Uploads: `sslzoo-export --push` -------------------------------------------------------------
+
+
+class HubTokenMissingError(SslzooError):
+    """A push was asked for but no Hugging Face token can be found."""
+
+
+def resolve_token(token: str | None = None) -> str:
+    """`token`, else huggingface_hub's usual sources (`HF_TOKEN`, the token saved by `hf auth login`)."""
+    token = token or get_token()
+    if not token:
+        raise HubTokenMissingError(
+            "No Hugging Face token found: run `hf auth login` or set HF_TOKEN to a token with write access, "
+            "then push again (or add --dry-run to list the files without uploading)."
+        )
+    return token
+
+
+def upload_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    token: str | None = None,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Create `repo_id` if needed and upload every file of `folder` to it in one commit.
+
+    `revision` names a branch (created from main when missing). `private` applies when the repo
+    is created; an existing repo keeps its visibility. `dry_run=True` lists the files and their
+    sizes and touches no network, and needs no token. Returns what was (or would be) uploaded:
+    `repo_id`, `revision`, `files` [(path, bytes)], `total_bytes`, and `commit_url` after a push.
+    """
+    folder = Path(folder)
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")) or "@" in repo_id:
+        raise ConfigError(f"{repo_id!r} is not a Hub repository id; write ORG/NAME, the branch apart.")
+    paths = sorted(path for path in folder.rglob("*") if path.is_file())
+    files = [(path.relative_to(folder).as_posix(), path.stat().st_size) for path in paths]
+    report: dict[str, Any] = {
+        "repo_id": repo_id,
+        "revision": revision or "main",
+        "private": private,
+        "files": files,
+        "total_bytes": sum(size for _, size in files),
+        "dry_run": dry_run,
+    }
+    if dry_run:
+        return report
+    token = resolve_token(token)
+    api = HfApi(token=token, library_name="sslzoo")
+    try:
+        repo_url = api.create_repo(repo_id, private=private, repo_type="model", exist_ok=True)
+        if revision and revision != "main":
+            api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            repo_type="model",
+            revision=revision,
+            commit_message=f"Upload {folder.name} with sslzoo",
+        )
+    except (HfHubHTTPError, OfflineModeIsEnabled, OSError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SslzooError(f"Push to {repo_id} failed: {first}") from error
+    report["repo_url"] = str(repo_url)
+    report["commit_url"] = getattr(commit, "commit_url", None)
+    return report

@@ -1,0 +1,250 @@
+"""Command line: `sslzoo-export` (one model to a Hub-ready folder, optionally pushed), and the zoo's
+bookkeeping (`python -m sslzoo.export record|cards`). Each command parses, calls the library, prints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from sslzoo import hub, registry
+from sslzoo.errors import SslzooError
+
+from .cards import write_model_cards
+from .folder import FORMATS, export_folder
+from .results import record_run
+from .zoo_table import write_zoo_tables
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model")
+@click.option(
+    "--to",
+    "to",
+    type=click.Choice(FORMATS),
+    default="all",
+    show_default=True,
+    help="Weight formats to write: safetensors (PyTorch / sslzoo.load), onnx (ONNX Runtime, TensorRT, "
+    "browsers) or all. config.json, README.md (the model card) and results.json are always written.",
+)
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to write: a complete Hugging Face Hub repository. Built beside it and moved in at the "
+    "end, so a failed export leaves it untouched.",
+)
+@click.option(
+    "--fp16",
+    is_flag=True,
+    help="Store weights in half precision (half the size). The ONNX graph then computes in fp16 with "
+    "float32 inputs/outputs, checked against PyTorch within 1% of the feature scale.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace OUT even if it holds another model or other files (re-exporting the same weights "
+    "never needs it).",
+)
+@click.option(
+    "--metrics-log",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="A training run's metrics.jsonl to draw loss and kNN curves into the card. Found automatically "
+    "when MODEL is a run's model/ folder.",
+)
+@click.option(
+    "--push",
+    "push",
+    metavar="ORG/REPO",
+    default=None,
+    help="After exporting, create this Hub model repository if needed and upload the folder. Uses the "
+    "token from HF_TOKEN or `hf auth login`.",
+)
+@click.option("--private", is_flag=True, help="With --push: create the repository as private.")
+@click.option(
+    "--revision",
+    metavar="BRANCH",
+    default=None,
+    help="With --push: upload to this branch (created from main if missing) instead of main.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="With --push: list the files and sizes that would be uploaded; no network, no token needed.",
+)
+def main(
+    model: str,
+    to: str,
+    out: Path,
+    fp16: bool,
+    overwrite: bool,
+    metrics_log: Path | None,
+    push: str | None,
+    private: bool,
+    revision: str | None,
+    dry_run: bool,
+) -> None:
+    """Export MODEL (a zoo name, a model folder, or hf-hub:ORG/REPO[@REV]) to OUT.
+
+    \b
+    OUT holds config.json + model.safetensors (sslzoo.load(OUT) reads it), model.onnx (one file,
+    input `images` (N,3,H,W) float32 normalised, output `features` (N,D), checked against PyTorch
+    at a batch size other than the traced one), README.md (the model card, from measured results
+    only) and results.json.
+
+    \b
+    Examples:
+      sslzoo-export simclr-resnet18-cifar10 --to all --out exports/simclr-resnet18-cifar10
+      sslzoo-export runs/simclr/model --out exports/simclr --push me/simclr-cifar10 --dry-run
+    """
+    try:
+        if push is None and (private or revision or dry_run):
+            raise SslzooError("--private, --revision and --dry-run only apply with --push ORG/REPO.")
+        token = hub.resolve_token() if push and not dry_run else None  # fail before any work
+        result = export_folder(
+            model, out, to=to, fp16=fp16, overwrite=overwrite, repo_id=push, metrics_log=metrics_log
+        )
+        click.echo(f"Exported {result.name} to {result.folder}")
+        for name, size in result.files.items():
+            click.echo(f"  {name:<22} {_size(size):>10}")
+        report = result.onnx_report
+        if report:
+            click.echo(
+                f"ONNX parity: max |diff| {report['max_abs_diff']:.2g} <= {report['tolerance']:.2g} at batch "
+                f"{report['parity_batch']} (traced at {report['trace_batch']}, "
+                f"{', '.join(report['providers'])})"
+            )
+        if push:
+            upload = hub.upload_folder(
+                result.folder, push, private=private, revision=revision, token=token, dry_run=dry_run
+            )
+            click.echo(_describe_upload(upload))
+    except SslzooError as error:
+        raise click.ClickException(_one_line(error)) from error
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def tools() -> None:
+    """Keep the zoo's numbers, cards and tables in step (run from the repository root)."""
+
+
+@tools.command("record")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--name", default=None, help="Registry name; default: the run's provenance, else METHOD-BACKBONE-DATASET."
+)
+@click.option(
+    "--weights",
+    type=click.Choice(registry.WEIGHTS_STATES),
+    default="hub",
+    show_default=True,
+    help="Where the published weights are: on the Hub, bundled in the package, or none (numbers only).",
+)
+@click.option(
+    "--weights-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="The exact file published (its sha256 is checked on every load); "
+    "default RUN_DIR/model/model.safetensors.",
+)
+@click.option(
+    "--eval-json",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Output of `sslzoo-eval ... --json`; default: the metrics the run stored in its provenance.",
+)
+@click.option(
+    "--registry",
+    "registry_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="The zoo.json to update; default: the one sslzoo reads (sslzoo/zoo.json in a source checkout).",
+)
+def record_main(
+    run_dir: Path,
+    name: str | None,
+    weights: str,
+    weights_file: Path | None,
+    eval_json: Path | None,
+    registry_file: Path | None,
+) -> None:
+    """Copy a finished training run's results (metrics, training facts, sha256) into the registry."""
+    try:
+        report = json.loads(eval_json.read_text()) if eval_json else None
+        info = record_run(
+            run_dir,
+            name=name,
+            weights=weights,
+            weights_file=weights_file,
+            eval_report=report,
+            registry_file=registry_file,
+        )
+    except (SslzooError, ValueError) as error:
+        raise click.ClickException(_one_line(error)) from error
+    click.echo(
+        f"Recorded {info.name}: weights={info.weights}, sha256={info.sha256}, "
+        f"metrics={json.dumps(info.metrics)}"
+    )
+
+
+@tools.command("cards")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("model_cards"),
+    show_default=True,
+    help="Folder of the generated cards and of the zoo table (README.md).",
+)
+@click.option(
+    "--runs",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Folder of training runs named like the models (RUNS/<name>/metrics.jsonl) to draw curves from.",
+)
+@click.option(
+    "--readme",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Also refresh this README's zoo table between <!-- zoo:start --> and <!-- zoo:end -->.",
+)
+def cards_main(out: Path, runs: Path | None, readme: Path | None) -> None:
+    """Regenerate every trained model's card and the zoo tables from the registry."""
+    try:
+        cards = write_model_cards(out, runs_dir=runs)
+        index = write_zoo_tables(out, readme=readme)
+    except SslzooError as error:
+        raise click.ClickException(_one_line(error)) from error
+    click.echo(f"Wrote {len(cards)} model cards and {index}" + (f"; refreshed {readme}" if readme else ""))
+
+
+def _describe_upload(upload: dict) -> str:
+    target = f"{upload['repo_id']}@{upload['revision']}" + (" (private)" if upload["private"] else "")
+    if upload["dry_run"]:
+        lines = [
+            f"Dry run: would upload {len(upload['files'])} files "
+            f"({_size(upload['total_bytes'])}) to {target}:"
+        ]
+        lines += [f"  {path:<22} {_size(size):>10}" for path, size in upload["files"]]
+        return "\n".join(lines)
+    total = _size(upload["total_bytes"])
+    return f"Pushed {len(upload['files'])} files ({total}) to {target}: {upload['commit_url']}"
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
+def _size(size: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size} B"  # pragma: no cover
+
+
+if __name__ == "__main__":
+    main()

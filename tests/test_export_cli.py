@@ -1,0 +1,298 @@
+"""`sslzoo-export`: the folder is a complete Hub repo, loads back bit-exactly, and failures are clean."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from huggingface_hub import ModelCard
+from safetensors import safe_open
+
+import sslzoo
+from sslzoo import Encoder
+from sslzoo.export import onnx as sslzoo_onnx
+from sslzoo.export.cli import main
+from sslzoo.export.onnx import onnx_config, onnx_session
+from sslzoo.loading import sha256_of
+
+#: What sslzoo-train stores with a model (abridged). It has no name: the export calls it
+#: METHOD-BACKBONE-DATASET and takes the descriptive facts (paper...) from that registry entry.
+PROVENANCE = {
+    "method": "simclr",
+    "host": "simclr",
+    "plugins": [],
+    "dataset": "cifar10",
+    "recipe": "simclr/cifar10",
+    "epochs": 2.0,
+    "batch_size": 8,
+    "metrics": {
+        "knn": {"k200_t0.1": {"top1": 31.25, "top5": 75.0}, "k20_t0.07": {"top1": 30.0, "top5": 71.5}},
+        "knn_bank_size": 64,
+        "knn_test_size": 32,
+        "knn_split": "test",
+    },
+    "device": "cpu (x86_64, 1 threads)",
+    "world_size": 1,
+    "precision": "fp32",
+    "wall_time_s": 36.0,
+    "train_seconds": 18.0,
+    "views_per_s": 3.5,
+    "command": "sslzoo-train --method simclr --dataset cifar10 --epochs 2 --batch-size 8 --out runs/tiny",
+}
+NAME = "simclr-resnet18-cifar10"
+FULL_FOLDER = {
+    "config.json",
+    "model.safetensors",
+    "model.onnx",
+    "README.md",
+    "results.json",
+    "training_curves.png",
+}
+
+
+def make_run(root, provenance=PROVENANCE, seed=0):
+    """A finished training run as sslzoo-train leaves it: RUN/model/ and RUN/metrics.jsonl."""
+    torch.manual_seed(seed)
+    encoder = Encoder("resnet18", "cifar", input_size=32, provenance=provenance).eval()
+    encoder.save_pretrained(root / "model")
+    lines = [
+        {"epoch": 1.0, "step": 4, "loss": 6.1, "lr": 0.3, "views_per_s": 3.4, "knn_top1": 25.0},
+        {"epoch": 2.0, "step": 8, "loss": 5.2, "lr": 0.0, "views_per_s": 3.6, "knn_top1": 31.25},
+    ]
+    (root / "metrics.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    return encoder
+
+
+def export(*args):
+    return CliRunner().invoke(main, [str(arg) for arg in args])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    return root, make_run(root)
+
+
+@pytest.fixture(scope="module")
+def folder(run, tmp_path_factory):
+    root, _ = run
+    out = tmp_path_factory.mktemp("exports") / NAME
+    result = export(root / "model", "--to", "all", "--out", out)
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_the_folder_is_a_complete_hub_repository(folder):
+    out, output = folder
+    assert {path.name for path in out.iterdir()} == FULL_FOLDER
+    assert [path.name for path in out.parent.iterdir()] == [out.name]  # no staging folder left behind
+    assert f"Exported {NAME} to {out}" in output and "ONNX parity: max |diff|" in output
+
+
+def test_the_folder_loads_back_bit_exactly(folder, run):
+    out, _ = folder
+    _, encoder = run
+    loaded = sslzoo.load(out)
+    assert loaded.config == encoder.config
+    for key, tensor in encoder.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], tensor), key
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    assert torch.equal(loaded.embed(images), encoder.embed(images))
+
+
+def test_the_onnx_graph_matches_pytorch_at_batch_3_on_the_cpu_provider(folder, run):
+    out, _ = folder
+    _, encoder = run
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    session = onnx_session(out / "model.onnx", providers=["CPUExecutionProvider"])
+    assert session.get_providers() == ["CPUExecutionProvider"]
+    (features,) = session.run(["features"], {"images": images.numpy()})
+    with torch.inference_mode():
+        np.testing.assert_allclose(features, encoder(images).numpy(), rtol=0, atol=1e-4)
+    assert onnx_config(session)["provenance"]["recipe"] == "simclr/cifar10"
+
+
+def test_results_json_records_numbers_checksums_and_parity(folder):
+    out, _ = folder
+    results = json.loads((out / "results.json").read_text())
+    assert results["name"] == NAME
+    assert results["weights_sha256"] == sha256_of(out / "model.safetensors")
+    assert results["files"]["model.onnx"] == {
+        "bytes": (out / "model.onnx").stat().st_size,
+        "sha256": sha256_of(out / "model.onnx"),
+    }
+    assert results["metrics"] == {
+        "knn": [
+            {"top1": 31.25, "top5": 75.0, "k": 200, "t": 0.1},
+            {"top1": 30.0, "top5": 71.5, "k": 20, "t": 0.07},
+        ],
+        "split": "test",
+        "train_images": 64,
+        "test_images": 32,
+    }
+    assert results["training"]["epochs"] == 2.0 and results["training"]["wall_time_s"] == 36.0
+    assert results["onnx"]["max_abs_diff"] <= 1e-4 and results["onnx"]["parity_batch"] == 3
+    assert results["dtype"] == "float32"
+
+
+def test_the_card_parses_and_carries_model_index_results(folder):
+    out, _ = folder
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "sslzoo" and card.data.license == "mit"
+    assert card.data.datasets == ["uoft-cs/cifar10"] and "simclr" in card.data.tags
+    results = {result.metric_name: result.metric_value for result in card.data.eval_results}
+    assert results == {"kNN top-1 (k=200, t=0.1)": 31.25, "kNN top-1 (k=20, t=0.07)": 30.0}
+    assert all(result.dataset_split == "test" for result in card.data.eval_results)
+    text = card.text
+    assert "![Training loss and kNN top-1 per epoch](training_curves.png)" in text
+    assert "| Epochs | 2 |" in text and "| Batch size | 8 |" in text
+    assert (
+        "| Compute time | 0.01 h wall-clock on 1x cpu (x86_64, 1 threads) (0.01 h in training steps) |"
+        in text
+    )
+    assert "SimCLR: A Simple Framework" in text  # the registry entry's paper
+    assert "Measured with 64 training images (kNN bank) and 32 test images." in text
+    assert PROVENANCE["command"] in text
+    assert 'sslzoo.load("path/to/this/folder")' in text  # a user's run: no Hub repo to point at
+
+
+def test_re_exporting_the_same_weights_needs_no_overwrite(folder, run, tmp_path):
+    out, _ = folder
+    root, _ = run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    result = export(root / "model", "--to", "safetensors", "--out", copy)
+    assert result.exit_code == 0, result.output
+    assert {path.name for path in copy.iterdir()} == FULL_FOLDER - {
+        "model.onnx"
+    }  # exactly what was asked now
+    assert sha256_of(copy / "model.safetensors") == sha256_of(out / "model.safetensors")
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code != 0
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_an_output_folder_holding_another_model_is_refused_unless_overwrite(folder, tmp_path):
+    out, _ = folder
+    before = sha256_of(out / "model.safetensors")
+    other_run = tmp_path / "other"
+    make_run(other_run, provenance={"name": "other-model"}, seed=1)
+    result = export(other_run / "model", "--to", "safetensors", "--out", out)
+    assert_one_line_error(result, f"already holds another model ({NAME})", "--overwrite")
+    assert sha256_of(out / "model.safetensors") == before
+    assert [path.name for path in out.parent.iterdir()] == [out.name]
+
+    replaced = tmp_path / "replaced"
+    shutil.copytree(out, replaced)
+    result = export(other_run / "model", "--to", "safetensors", "--out", replaced, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert json.loads((replaced / "results.json").read_text())["name"] == "other-model"
+    assert "model.onnx" not in {path.name for path in replaced.iterdir()}  # nothing of the old model remains
+
+
+def test_a_folder_of_other_files_is_refused(run, tmp_path):
+    root, _ = run
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "todo.txt").write_text("keep me")
+    result = export(root / "model", "--to", "safetensors", "--out", out)
+    assert_one_line_error(result, "is not empty and is not an sslzoo export")
+    assert [path.name for path in out.iterdir()] == ["todo.txt"]
+
+
+def test_unknown_model_fails_with_suggestions(tmp_path):
+    result = export("mixco-resnet18-cifar1000", "--out", tmp_path / "out")
+    assert_one_line_error(result, "Unknown model 'mixco-resnet18-cifar1000'", "mixco-resnet18-cifar100")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_weights_fail_with_how_to_train(tmp_path):
+    result = export("supcon-resnet18-cifar10", "--out", tmp_path / "out")
+    assert_one_line_error(result, "has not been trained yet", "sslzoo-train --method supcon")
+    assert list(tmp_path.iterdir()) == []
+
+
+class _SkewedSession:
+    def __init__(self, session):
+        self.session = session
+
+    def run(self, names, feed):
+        return [out + 1e-3 for out in self.session.run(names, feed)]
+
+    def get_providers(self):
+        return self.session.get_providers()
+
+
+def test_a_parity_failure_writes_nothing(run, tmp_path, monkeypatch):
+    root, _ = run
+    real = sslzoo_onnx.onnx_session
+    monkeypatch.setattr(sslzoo_onnx, "onnx_session", lambda *a, **k: _SkewedSession(real(*a, **k)))
+    result = export(root / "model", "--to", "all", "--out", tmp_path / "out")
+    assert_one_line_error(result, "ONNX Runtime and PyTorch disagree at batch 3")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fp16_onnx_only_export(run, folder, tmp_path):
+    root, encoder = run
+    out = tmp_path / "half"
+    result = export(root / "model", "--to", "onnx", "--fp16", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert {path.name for path in out.iterdir()} == FULL_FOLDER - {"model.safetensors"}
+    assert "`model.safetensors`" not in (out / "README.md").read_text()  # the card lists only what is there
+    report = json.loads((out / "results.json").read_text())["onnx"]
+    fp32_report = json.loads((folder[0] / "results.json").read_text())["onnx"]
+    assert report["fp16"] and report["bytes"] < 0.55 * fp32_report["bytes"]
+    assert report["max_abs_diff"] <= sslzoo_onnx.FP16_RELATIVE_TOLERANCE * report["feature_scale"]
+    assert report["max_abs_diff"] > fp32_report["max_abs_diff"]  # it really computes in half precision
+
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    (features,) = onnx_session(out / "model.onnx").run(None, {"images": images.numpy()})
+    assert features.dtype == np.float32  # float32 in and out
+    with torch.inference_mode():
+        expected = torch.nn.functional.normalize(encoder(images), dim=1)
+    cosine = (torch.nn.functional.normalize(torch.from_numpy(features), dim=1) * expected).sum(1)
+    assert cosine.min() > 0.999
+
+
+def test_fp16_safetensors_halve_the_file_and_load_as_float32(run, tmp_path):
+    root, encoder = run
+    out = tmp_path / "half"
+    assert export(root / "model", "--to", "safetensors", "--fp16", "--out", out).exit_code == 0
+    with safe_open(out / "model.safetensors", "pt") as handle:
+        assert handle.get_tensor("conv1.weight").dtype == torch.float16
+    assert (out / "model.safetensors").stat().st_size < 23_000_000
+    loaded = sslzoo.load(out)
+    assert loaded.conv1.weight.dtype == torch.float32
+    assert torch.equal(loaded.conv1.weight, encoder.conv1.weight.half().float())
+
+
+def test_push_options_need_push(run, tmp_path):
+    root, _ = run
+    result = export(root / "model", "--out", tmp_path / "out", "--dry-run")
+    assert_one_line_error(result, "only apply with --push")
+
+
+def test_help_explains_every_option():
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for option in (
+        "--to",
+        "--out",
+        "--fp16",
+        "--overwrite",
+        "--metrics-log",
+        "--push",
+        "--private",
+        "--revision",
+    ):
+        assert option in result.output
+    assert "--dry-run" in result.output

@@ -1,0 +1,215 @@
+"""Measured results go into the registry (`zoo.json`), the one place numbers live."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+import sslzoo
+from sslzoo import ConfigError, Encoder, UnknownModelError, registry
+from sslzoo.export.cli import tools
+from sslzoo.export.results import knn_label, knn_result, normalise_metrics, record_results, record_run
+from sslzoo.loading import sha256_of
+
+
+@pytest.fixture
+def zoo_json(tmp_path, monkeypatch):
+    """A private copy of the registry that the whole library reads for this test."""
+    path = tmp_path / "zoo.json"
+    shutil.copyfile(registry.registry_path(), path)
+    monkeypatch.setattr(registry, "registry_path", lambda: path)
+    registry.clear_cache()
+    yield path
+    registry.clear_cache()
+
+
+def test_fractions_become_percent_and_flat_keys_become_the_canonical_shape():
+    metrics = normalise_metrics(
+        {"knn_top1": 0.8512, "knn_k": 200, "knn_t": 0.1, "linear_top1": 0.882, "linear_top5": 0.99}
+    )
+    assert metrics == {
+        "knn": [{"k": 200, "t": 0.1, "top1": 85.12}],
+        "linear": {"top1": 88.2, "top5": 99.0},
+        "split": "test",
+    }
+
+
+def test_knn_results_keyed_by_protocol_are_parsed_and_sorted():
+    metrics = normalise_metrics(
+        {
+            "knn": {"k20_t0.07": 84.0, "k=200,t=0.1": {"top1": 85.1, "top5": 99.2}},
+            "linear": {"acc1": 88.0, "epochs": 100},
+            "split": "test",
+        }
+    )
+    assert metrics["knn"] == [
+        {"top1": 85.1, "top5": 99.2, "k": 200, "t": 0.1},
+        {"top1": 84.0, "k": 20, "t": 0.07},
+    ]
+    assert metrics["linear"] == {"top1": 88.0, "epochs": 100}
+    assert knn_result(metrics, 20, 0.07)["top1"] == 84.0 and knn_result(metrics, 200, 0.07) is None
+
+
+def test_percent_can_be_stated_and_a_missing_protocol_is_not_guessed():
+    assert normalise_metrics({"knn_top1": 0.9}, percent=True)["knn"] == [{"k": None, "t": None, "top1": 0.9}]
+    entry = normalise_metrics({"knn_top1": 40.0})["knn"][0]
+    assert knn_label(entry) == "kNN top-1 (protocol not recorded)"
+    assert knn_label({"k": 200, "t": 0.1}) == "kNN top-1 (k=200, t=0.1)"
+    assert normalise_metrics({}) == {} and normalise_metrics(None) == {}
+
+
+def test_record_results_updates_the_entry_and_the_library_sees_it(zoo_json, tmp_path):
+    before = json.loads(zoo_json.read_text())
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"published weights")
+    info = record_results(
+        "byol-resnet18-cifar10",
+        metrics={"knn": {"k200_t0.1": 0.8688}},
+        training={"epochs": 200, "batch_size": 512, "wall_time_s": 5400.0},
+        weights="hub",
+        weights_file=weights,
+    )
+    assert info.metrics == {"knn": [{"k": 200, "t": 0.1, "top1": 86.88}], "split": "test"}
+    assert info.sha256 == sha256_of(weights) and info.weights == "hub"
+    assert sslzoo.model_info("byol-resnet18-cifar10") == info
+    assert "byol-resnet18-cifar10" in sslzoo.list_models(trained=True)
+
+    record_results(
+        "byol-resnet18-cifar10",
+        metrics={"knn": [{"k": 20, "t": 0.07, "top1": 85.0}], "linear": {"top1": 90.1}},
+        training={"device": "NVIDIA H100"},
+    )
+    merged = sslzoo.model_info("byol-resnet18-cifar10")
+    assert [(e["k"], e["top1"]) for e in merged.metrics["knn"]] == [(200, 86.88), (20, 85.0)]
+    assert merged.metrics["linear"] == {"top1": 90.1}
+    assert merged.training == {
+        "epochs": 200,
+        "batch_size": 512,
+        "wall_time_s": 5400.0,
+        "device": "NVIDIA H100",
+    }
+
+    after = json.loads(zoo_json.read_text())
+    changed = [a["name"] for a, b in zip(after["models"], before["models"], strict=True) if a != b]
+    assert changed == ["byol-resnet18-cifar10"]
+    assert zoo_json.read_text() == json.dumps(after, indent=1)  # the repository's formatting is kept
+
+
+def test_record_results_refuses_bad_input(zoo_json, tmp_path):
+    with pytest.raises(UnknownModelError, match="byol-resnet18-cifar10"):
+        record_results("byol-resnet18-cifar1O", metrics={"knn_top1": 50.0})
+    with pytest.raises(ConfigError, match="weights must be one of"):
+        record_results("byol-resnet18-cifar10", weights="somewhere")
+    (tmp_path / "w").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="say where the weights are published"):
+        record_results("byol-resnet18-cifar10", weights_file=tmp_path / "w")
+    assert sslzoo.model_info("byol-resnet18-cifar10").sha256 is None
+
+
+def make_finished_run(root):
+    """A run folder as sslzoo-train leaves it (provenance abridged; it carries no name)."""
+    provenance = {
+        "method": "simclr",
+        "host": "simclr",
+        "plugins": [],
+        "dataset": "cifar10",
+        "epochs": 3.0,
+        "batch_size": 16,
+        "wall_time_s": 30.5,
+        "views_per_s": 12.5,
+        "config": {"seed": 0, "lr": 0.3},
+        "metrics": {
+            "knn": {"k200_t0.1": {"top1": 25.0, "top5": 60.0}},
+            "knn_bank_size": 64,
+            "knn_split": "test",
+        },
+    }
+    Encoder(provenance=provenance).save_pretrained(root / "model")
+    (root / "config.json").write_text(
+        json.dumps({"method": "simclr", "batch_size": 16, "epochs": 3, "seed": 0})
+    )
+    return root
+
+
+#: `sslzoo-eval MODEL --dataset cifar10 --json`, as it prints it.
+EVAL_REPORT = {
+    "model": "runs/simclr/model",
+    "dataset": "cifar10",
+    "train_images": 50000,
+    "test_images": 10000,
+    "num_classes": 10,
+    "feature_dim": 512,
+    "knn": {"k200_t0.1": {"top1": 31.0, "top5": 80.0}, "k20_t0.07": {"top1": 30.5, "top5": 78.0}},
+    "linear": {"top1": 35.5, "top5": 85.25},
+    "linear_recipe": {"epochs": 100, "lr": 0.1, "batch_size": 512},
+    "seconds": 12.3,
+}
+
+
+def test_record_run_makes_a_run_loadable_by_name_with_its_checksum(zoo_json, tmp_path):
+    run = make_finished_run(tmp_path / "run")
+    info = record_run(run, eval_report=EVAL_REPORT)
+    assert info.name == "simclr-resnet18-cifar10" and info.weights == "hub"
+    assert info.metrics == {
+        "knn": [
+            {"top1": 31.0, "top5": 80.0, "k": 200, "t": 0.1},
+            {"top1": 30.5, "top5": 78.0, "k": 20, "t": 0.07},
+        ],
+        "linear": {"epochs": 100, "lr": 0.1, "batch_size": 512, "top1": 35.5, "top5": 85.25},
+        "split": "test",
+        "dataset": "cifar10",
+        "train_images": 50000,
+        "test_images": 10000,
+        "num_classes": 10,
+        "feature_dim": 512,
+    }  # no "model" (a local path) and no "seconds": they describe the call, not the weights
+    assert info.training == {
+        "epochs": 3.0,
+        "batch_size": 16,
+        "wall_time_s": 30.5,
+        "views_per_s": 12.5,
+        "seed": 0,
+    }
+    assert info.sha256 == sha256_of(run / "model" / "model.safetensors")
+
+    shutil.copytree(run / "model", sslzoo.sslzoo_home() / info.name)
+    loaded = sslzoo.load(info.name)  # the loader checks the recorded sha256
+    assert loaded.provenance["epochs"] == 3.0
+    with open(sslzoo.sslzoo_home() / info.name / "model.safetensors", "r+b") as handle:
+        handle.seek(-4, 2)
+        handle.write(b"\x00\x00\x00\x01")
+    with pytest.raises(sslzoo.CorruptWeightsError, match="sha256"):
+        sslzoo.load(info.name)
+
+
+def test_record_run_without_an_eval_report_uses_the_runs_own_metrics(zoo_json, tmp_path):
+    run = make_finished_run(tmp_path / "run")
+    result = CliRunner().invoke(tools, ["record", str(run), "--weights", "bundled"])
+    assert result.exit_code == 0, result.output
+    info = sslzoo.model_info("simclr-resnet18-cifar10")
+    assert info.weights == "bundled"
+    assert info.metrics == {
+        "knn": [{"top1": 25.0, "top5": 60.0, "k": 200, "t": 0.1}],
+        "split": "test",
+        "train_images": 64,
+    }
+    assert f"Recorded simclr-resnet18-cifar10: weights=bundled, sha256={info.sha256}" in result.output
+
+
+def test_record_run_of_something_that_is_not_a_run(zoo_json, tmp_path):
+    result = CliRunner().invoke(tools, ["record", str(tmp_path)])
+    assert result.exit_code != 0
+    assert result.output.strip().startswith("Error:") and "model/config.json: missing" in result.output
+    assert f"is {tmp_path} a finished sslzoo-train run?" in result.output
+
+
+def test_a_run_is_never_filed_under_another_models_name(zoo_json, tmp_path):
+    run = make_finished_run(tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"recorded as simclr-resnet18-cifar100: its dataset cifar10"):
+        record_run(run, name="simclr-resnet18-cifar100")
+    with pytest.raises(ConfigError, match=r"its method simclr \(not byol\)"):
+        record_run(run, name="byol-resnet18-cifar10")
+    assert sslzoo.model_info("simclr-resnet18-cifar100").metrics == {}
