@@ -1,0 +1,26 @@
+"""Serving encoders: feature extraction, k-nearest-neighbour image retrieval, and the demo.
+
+- `sslzoo.serve.extractor`: `FeatureExtractor`, batched unit-norm features via PyTorch or ONNX Runtime.
+- `sslzoo.serve.index`: `GalleryIndex`, FAISS search over a gallery, saved with the model it belongs to.
+- `sslzoo.serve.gallery`: `Gallery`, the embedded CIFAR-10 default and image-folder galleries.
+- `sslzoo.serve.app` and `.cli`: the Gradio page and `sslzoo-serve` (imported on demand: Gradio is heavy).
+
+    >>> from sslzoo.serve import FeatureExtractor, GalleryIndex, load_default_gallery
+    >>> index = GalleryIndex.build(FeatureExtractor("simclr-resnet18-cifar10"), load_default_gallery())
+    >>> index.search(["cat.png"], k=5)[0].class_names
+"""
+
+from __future__ import annotations
+
+from .extractor import FeatureExtractor
+from .gallery import Gallery, load_default_gallery
+from .index import GalleryIndex, IndexMismatchError, SearchResult
+
+__all__ = [
+    "FeatureExtractor",
+    "Gallery",
+    "GalleryIndex",
+    "IndexMismatchError",
+    "SearchResult",
+    "load_default_gallery",
+]

@@ -1,0 +1,238 @@
+"""Serving speed: encoder throughput (PyTorch eager vs ONNX Runtime), FAISS search time, and
+end-to-end query latency through the demo's `/search` API.
+
+    python benchmarks/serve_latency.py                      # the bundled default encoder
+    python benchmarks/serve_latency.py --model runs/x/model --threads 2 --queries 200
+
+Targets: ONNX Runtime >= 1.5x PyTorch eager on CPU; p50 end-to-end <= 150 ms on a 2-core CPU with
+the default gallery (1,000 CIFAR-10 images). Without a bundled default and no --model, it times a
+randomly initialised encoder of the default architecture (same cost, meaningless neighbours) and
+says so. CPU timings move with other load on the machine: compare rows of one run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import click  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from sslzoo.serve.app import RetrievalService, build_app, launch, local_models  # noqa: E402
+from sslzoo.serve.extractor import FeatureExtractor  # noqa: E402
+from sslzoo.serve.gallery import assets_dir, load_default_gallery  # noqa: E402
+from sslzoo.serve.index import INDEX_KINDS, GalleryIndex  # noqa: E402
+
+from sslzoo import Encoder, default_model  # noqa: E402
+
+
+def images_per_second(extractor: FeatureExtractor, batch: torch.Tensor, seconds: float) -> float:
+    """Model-only throughput on a preprocessed batch: warm up, then repeat for about `seconds`."""
+    extractor.embed_tensor(batch)
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        extractor.embed_tensor(batch)
+        done += batch.shape[0]
+    return done / (time.perf_counter() - started)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+CLIENTS = {
+    "http": "plain HTTP: upload + /gradio_api/call/search + event stream",
+    "gradio_client": "gradio_client.predict (answer: JSON + thumbnail URLs)",
+    "gradio_client+files": "gradio_client.predict, thumbnails downloaded too",
+}
+
+
+def api_latencies(service: RetrievalService, queries: int, k: int, client_kind: str) -> list[float]:
+    """Milliseconds per `/search` call from a client on the same machine, one call at a time.
+
+    gradio_client polls its event stream every 50 ms, which sets a floor under its latency; the
+    plain-HTTP client shows what the server itself takes.
+    """
+    import httpx
+    from gradio_client import Client, handle_file
+
+    demo = build_app(service)
+    url = launch(demo, port=free_port(), block=False, quiet=True)
+    examples = sorted(str(path) for path in assets_dir().glob("example-*.png"))
+    try:
+        if client_kind == "http":
+            http = httpx.Client(base_url=url, timeout=60)
+
+            def call(path: str) -> dict:
+                with open(path, "rb") as handle:
+                    (uploaded,) = http.post(
+                        "gradio_api/upload", files=[("files", (Path(path).name, handle))]
+                    ).json()
+                data = [{"path": uploaded, "meta": {"_type": "gradio.FileData"}}, k, service.default_key]
+                event = http.post("gradio_api/call/search", json={"data": data}).json()["event_id"]
+                stream = http.get(f"gradio_api/call/search/{event}").text
+                return json.loads(stream.rsplit("data: ", 1)[1])[1]
+        else:
+            client = Client(url, verbose=False, download_files=client_kind == "gradio_client+files")
+
+            def call(path: str) -> dict:
+                return client.predict(handle_file(path), k, service.default_key, api_name="/search")[1]
+
+        for path in examples[:3]:  # warm-up: first requests pay for connections and caches
+            call(path)
+        latencies = []
+        for i in range(queries):
+            started = time.perf_counter()
+            details = call(examples[i % len(examples)])
+            latencies.append(1000 * (time.perf_counter() - started))
+            assert len(details["neighbours"]) == k
+        return latencies
+    finally:
+        demo.close()
+
+
+def gradio_client_floor(queries: int) -> list[float]:
+    """Milliseconds per gradio_client call of an endpoint that does nothing: the client's own cost."""
+    import gradio as gr
+    from gradio_client import Client
+
+    with gr.Blocks(analytics_enabled=False) as demo:
+        number = gr.Number()
+        gr.Button().click(lambda value: value, number, number, api_name="echo")
+    demo.queue()
+    _, url, _ = demo.launch(server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(url, verbose=False)
+        client.predict(1, api_name="/echo")
+        latencies = []
+        for i in range(queries):
+            started = time.perf_counter()
+            client.predict(i, api_name="/echo")
+            latencies.append(1000 * (time.perf_counter() - started))
+        return latencies
+    finally:
+        demo.close()
+
+
+@click.command()
+@click.option(
+    "--model",
+    "model_ref",
+    default=None,
+    help="Encoder to time (registry name, folder, hf-hub:...). "
+    "Default: the bundled default encoder, else a randomly initialised ResNet-18 (CIFAR stem).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="CPU threads for PyTorch and ONNX Runtime (1 is fastest on a busy 2-core machine).",
+)
+@click.option("--seconds", type=float, default=4.0, show_default=True, help="Time spent per throughput cell.")
+@click.option(
+    "--queries",
+    type=click.IntRange(min=10),
+    default=100,
+    show_default=True,
+    help="End-to-end /search calls per backend.",
+)
+@click.option("--k", type=click.IntRange(min=1), default=8, show_default=True, help="Neighbours per query.")
+def main(model_ref: str | None, threads: int, seconds: float, queries: int, k: int) -> None:
+    """Print throughput, search and end-to-end latency tables for serving on CPU."""
+    torch.set_num_threads(threads)
+    model_ref = model_ref or default_model()
+    note = ""
+    if model_ref is None:
+        torch.manual_seed(0)
+        model: Encoder | str = Encoder("resnet18", "cifar", input_size=32)
+        note = (
+            " (randomly initialised: no default encoder is bundled yet; timings are the same architecture's)"
+        )
+    else:
+        model = model_ref
+    cache = Path(tempfile.mkdtemp(prefix="sslzoo-bench-"))
+    eager = FeatureExtractor(model, backend="torch", cache_dir=cache, model_id="bench")
+    ort = FeatureExtractor(eager.encoder, backend="onnx", cache_dir=cache, threads=threads, model_id="bench")
+    size = eager.encoder.input_size
+    print(
+        f"# sslzoo serving benchmark\n\nmodel: {model_ref or 'resnet18-cifar'}{note}; input {size} px; "
+        f"{threads} thread(s); torch {torch.__version__}; {os.cpu_count()} CPUs visible (shared machine: "
+        "other processes may be running).\n"
+    )
+
+    print("## Encoder throughput (images/s, model only, preprocessed input)\n")
+    print("| batch | PyTorch eager | ONNX Runtime | ORT / eager |\n|---:|---:|---:|---:|")
+    for batch_size in (1, 16, 64):
+        batch = torch.randn(batch_size, 3, size, size)
+        torch_rate = images_per_second(eager, batch, seconds)
+        ort_rate = images_per_second(ort, batch, seconds)
+        print(f"| {batch_size} | {torch_rate:.1f} | {ort_rate:.1f} | {ort_rate / torch_rate:.2f}x |")
+
+    gallery = load_default_gallery()
+    started = time.perf_counter()
+    features = ort.embed(gallery.items())
+    index_seconds = time.perf_counter() - started
+    print(
+        f"\nEmbedding the {len(gallery):,}-image default gallery with ONNX Runtime (incl. preprocessing): "
+        f"{index_seconds:.1f} s ({len(gallery) / index_seconds:.0f} images/s).\n"
+    )
+
+    print(f"## Search time over the default gallery ({len(gallery):,} x {features.shape[1]}, k={k})\n")
+    print(
+        "| index | build ms | single query ms (median) | batched ms/query (100 queries) |\n"
+        "|---|---:|---:|---:|"
+    )
+    rng = np.random.default_rng(0)
+    queries_features = features[rng.choice(len(gallery), 100, replace=False)]
+    for kind in INDEX_KINDS:
+        started = time.perf_counter()
+        index = GalleryIndex.from_features(features, gallery, model=ort.describe(), kind=kind)
+        build_ms = 1000 * (time.perf_counter() - started)
+        singles = []
+        for row in queries_features:
+            started = time.perf_counter()
+            index.search_features(row[None], k)
+            singles.append(1000 * (time.perf_counter() - started))
+        started = time.perf_counter()
+        index.search_features(queries_features, k)
+        batched = 1000 * (time.perf_counter() - started) / len(queries_features)
+        print(f"| {kind} | {build_ms:.1f} | {statistics.median(singles):.3f} | {batched:.4f} |")
+
+    print(f"\n## End-to-end /search latency through the API ({queries} sequential queries, k={k})\n")
+    print("| backend | client | p50 ms | p99 ms | mean ms |\n|---|---|---:|---:|---:|")
+    for backend in ("torch", "onnx"):
+        choices = local_models(extra=model if isinstance(model, str) else eager.encoder, extra_key="bench")
+        service = RetrievalService(gallery, choices, backend=backend, cache_dir=cache, threads=threads)
+        service.index(service.default_key, progress=False)
+        for client_kind, description in CLIENTS.items():
+            latencies = api_latencies(service, queries, k, client_kind)
+            print(
+                f"| {backend} | {description} | {percentile(latencies, 50):.1f} | "
+                f"{percentile(latencies, 99):.1f} | {statistics.mean(latencies):.1f} |"
+            )
+    floor = gradio_client_floor(queries)
+    print(
+        f"| - | gradio_client.predict of a do-nothing endpoint (the client's floor) | "
+        f"{percentile(floor, 50):.1f} | {percentile(floor, 99):.1f} | {statistics.mean(floor):.1f} |"
+    )
+    print("\nTargets: ORT >= 1.5x eager on CPU; p50 <= 150 ms on 2 cores with the default gallery.")
+    shutil.rmtree(cache, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""`FeatureExtractor`: batched, L2-normalised embeddings from an encoder, via PyTorch or ONNX Runtime.
+
+Both backends share the encoder's own preprocessing, so they differ only in the network run:
+their features agree within 1e-4. ONNX Runtime is the faster choice on CPU (see
+`benchmarks/serve_latency.py`); the ONNX file comes from `sslzoo.export.onnx` and is cached by
+the model's fingerprint, so it is exported once per model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from sslzoo.encoder import Encoder
+from sslzoo.errors import ConfigError
+from sslzoo.loading import load, sslzoo_home
+from sslzoo.preprocessing import ImageLike, as_batch
+
+BACKENDS = ("torch", "onnx")
+
+#: Config keys that change what an encoder computes (provenance does not).
+_FEATURE_CONFIG_KEYS = ("backbone", "stem", "input_size", "mean", "std", "interpolation")
+
+
+def default_cache_dir() -> Path:
+    """Where indexes and exported ONNX files are cached unless told otherwise."""
+    return sslzoo_home() / "serve-cache"
+
+
+def model_fingerprint(encoder: Encoder) -> str:
+    """sha256 over the preprocessing config and every weight: equal iff the features are equal.
+
+    Indexes record it, so an index is never searched with features from another model.
+    """
+    digest = hashlib.sha256()
+    config = {key: encoder.config[key] for key in _FEATURE_CONFIG_KEYS}
+    digest.update(json.dumps(config, sort_keys=True).encode())
+    for name, tensor in sorted(encoder.state_dict().items()):
+        if name.endswith("num_batches_tracked"):  # a training counter: no effect on features
+            continue
+        tensor = tensor.detach().cpu().contiguous().flatten()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class FeatureExtractor:
+    """Embeds images with an sslzoo encoder: `extractor.embed(images) -> (N, D)` float32, unit norm.
+
+    `model` is an `Encoder`, or anything `sslzoo.load` takes (registry name, folder,
+    `hf-hub:org/repo`). `backend="onnx"` exports the encoder once (cached under `cache_dir/onnx/`)
+    and runs it with ONNX Runtime on CPU, or CUDA when `device` is a GPU; `threads` caps ONNX
+    Runtime's intra-op threads (PyTorch follows `torch.set_num_threads`).
+    """
+
+    def __init__(
+        self,
+        model: Encoder | str | os.PathLike,
+        backend: str = "torch",
+        device: str | torch.device = "cpu",
+        batch_size: int = 64,
+        cache_dir: str | os.PathLike | None = None,
+        model_id: str | None = None,
+        threads: int | None = None,
+    ):
+        if backend not in BACKENDS:
+            raise ConfigError(f"Unknown backend {backend!r}; choose one of {list(BACKENDS)}.")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1 (got {batch_size}).")
+        self.device = torch.device(device)
+        if isinstance(model, Encoder):
+            self.encoder = model.to(self.device).eval()
+            self.model_id = model_id or str(model.provenance.get("name") or "encoder")
+        else:
+            self.encoder = load(model, device=self.device)
+            self.model_id = model_id or _model_id_of(model)
+        self.backend = backend
+        self.batch_size = int(batch_size)
+        self.threads = threads
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        self.fingerprint = model_fingerprint(self.encoder)
+        self.onnx_path: Path | None = None
+        self._session: Any = None
+        if backend == "onnx":
+            self.onnx_path = self._cached_onnx()
+            self._session = self._open_session(self.onnx_path)
+            self._input_name = self._session.get_inputs()[0].name
+
+    @property
+    def num_features(self) -> int:
+        return self.encoder.num_features
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return self.encoder.provenance
+
+    def embed(
+        self,
+        images: ImageLike | Sequence[ImageLike],
+        progress: bool = False,
+        description: str = "embedding",
+    ) -> np.ndarray:
+        """(N, D) float32 L2-normalised features; images are decoded and preprocessed a batch at a time."""
+        items = _as_list(images)
+        chunks = []
+        starts = range(0, len(items), self.batch_size)
+        for start in tqdm(starts, desc=description, unit="batch", disable=not progress or len(starts) < 2):
+            batch = self.encoder.preprocess(items[start : start + self.batch_size])
+            chunks.append(self.embed_tensor(batch))
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.num_features), np.float32)
+
+    def embed_tensor(self, batch: torch.Tensor) -> np.ndarray:
+        """Features of an already preprocessed (B, 3, S, S) float batch."""
+        if self.backend == "onnx":
+            features = self._session.run(
+                None, {self._input_name: batch.numpy().astype(np.float32, copy=False)}
+            )[0]
+            features = torch.from_numpy(np.asarray(features, dtype=np.float32))
+        else:
+            with torch.inference_mode():
+                features = self.encoder(batch.to(self.device)).float().cpu()
+        return F.normalize(features, dim=1).numpy()
+
+    def describe(self) -> dict[str, Any]:
+        """What an index records about the model that made its features."""
+        return {
+            "id": self.model_id,
+            "fingerprint": self.fingerprint,
+            "feature_dim": self.num_features,
+            "config": {key: self.encoder.config[key] for key in _FEATURE_CONFIG_KEYS},
+        }
+
+    def _cached_onnx(self) -> Path:
+        from sslzoo.export.onnx import export_onnx  # the project's one ONNX exporter (parity-checked)
+
+        path = self.cache_dir / "onnx" / f"{self.fingerprint[:24]}.onnx"
+        if not path.is_file():  # export_onnx writes atomically: a crash never leaves half a file here
+            export_onnx(self.encoder, path)
+        return path
+
+    def _open_session(self, path: Path) -> Any:
+        from sslzoo.export.onnx import onnx_session
+
+        providers = ["CPUExecutionProvider"]
+        if self.device.type == "cuda":
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        try:
+            return onnx_session(path, providers=providers, threads=self.threads)
+        except Exception as error:  # a foreign or damaged file in the cache: export afresh, once
+            path.unlink(missing_ok=True)
+            try:
+                return onnx_session(self._cached_onnx(), providers=providers, threads=self.threads)
+            except Exception:
+                raise ConfigError(f"ONNX Runtime cannot open {path}: {error}") from error
+
+
+def _model_id_of(ref: str | os.PathLike) -> str:
+    text = os.fspath(ref)
+    if os.sep in text or Path(text).is_dir():
+        return Path(text).expanduser().resolve().name
+    return text
+
+
+def _as_list(images: ImageLike | Sequence[ImageLike]) -> list[Any]:
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    return list(as_batch(images))
