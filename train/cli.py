@@ -1,0 +1,332 @@
+"""`sslzoo-train` and `sslzoo-eval`: thin command lines over `train.engine` and `sslzoo.evaluation`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sslzoo.errors import SslzooError
+
+from .datasets import DATASETS
+from .recipes import available_recipes, settable_keys
+
+TRAIN_EPILOG = f"""\b
+Any setting can also be changed with --set KEY=VALUE (repeatable; values are TOML):
+  --set hparams.temperature=0.5     a method hyperparameter (constructor keyword)
+  --set augment.blur=0.0            an augmentation of every view
+  --set augment.view2.solarize=0.2  an augmentation of view 2 only
+  --set knn_bank_size=5000          kNN monitor on 5000 training images (0 = all)
+  --set knn_test_size=1000          ... and 1000 test images (0 = all)
+  --set checkpoint_minutes=10       checkpoint at least this often (and every epoch)
+  --set workers=8                   DataLoader workers for image folders
+\b
+Top-level keys: {", ".join(settable_keys())}.
+\b
+Examples:
+  sslzoo-train --method simclr --dataset cifar10 --out runs/simclr-c10
+  sslzoo-train --method byol --dataset fake --max-steps 5 --device cpu --out /path/to/smoke
+  sslzoo-train --resume --out runs/simclr-c10
+  torchrun --nproc_per_node 4 -m sslzoo.train --method mocov2 --dataset cifar100 --out runs/m
+"""
+
+
+@click.command(
+    epilog=TRAIN_EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
+)
+@click.option(
+    "--method",
+    type=click.Choice(available_recipes()),
+    help="Self-supervised method to train; its recipe (train/recipes/METHOD.toml) sets every default. "
+    "mixco, batchfusion and iecl are a host method plus their plug-in.",
+)
+@click.option(
+    "--plugin",
+    "plugins",
+    multiple=True,
+    type=click.Choice(["mixco", "batchfusion", "iecl"]),
+    help="Add a plug-in to the method (repeatable), e.g. --method byol --plugin mixco. "
+    "Its hyperparameters take their defaults unless set with --set hparams.NAME=VALUE.",
+)
+@click.option(
+    "--backbone", type=click.Choice(["resnet18", "resnet50"]), help="Encoder backbone [recipe: resnet18]."
+)
+@click.option(
+    "--dataset",
+    type=click.Choice(DATASETS),
+    help="Pretraining data. cifar10/cifar100/stl10 are downloaded with --download; imagenet100 and "
+    "imagefolder read DATA_DIR/train/<class>/<image> (and val/ for kNN); fake is random images "
+    "for smoke tests.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder that holds the dataset [default: $SSLZOO_HOME/datasets].",
+)
+@click.option(
+    "--download/--no-download",
+    default=None,
+    help="Download CIFAR-10/100 or STL-10 into --data-dir if it is not there [default: no].",
+)
+@click.option("--epochs", type=click.IntRange(min=1), help="Training epochs [recipe].")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help="Global batch size, summed over all processes [recipe]. The learning rate follows it "
+    "(the recipe's lr_scaling).",
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Base learning rate at the recipe's reference batch (lr_batch), scaled to --batch-size [recipe].",
+)
+@click.option("--device", help="auto (CUDA if present, else CPU), cpu, cuda or cuda:N [default: auto].")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    help="Autocast precision of the forward pass; auto = bf16 on CUDA, fp32 on CPU [default: auto].",
+)
+@click.option(
+    "--compile/--no-compile",
+    "compile_",
+    default=None,
+    help="Compile the training step with torch.compile (faster on GPU after a warm-up) [default: no].",
+)
+@click.option("--seed", type=int, help="Seed of the weights, the data order and the views [default: 0].")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Run folder: config.json, metrics.jsonl, checkpoint.pt and, at the end, model/.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in --out from its checkpoint, with its own recipe. Only runtime options "
+    "(device, precision, compile, max-steps, knn-every, epochs, data-dir) may change.",
+)
+@click.option(
+    "--max-steps",
+    type=click.IntRange(min=0),
+    help="Stop after this many optimiser steps in total, then export (smoke runs); the schedule still "
+    "spans all epochs. 0 = no limit [default: 0].",
+)
+@click.option(
+    "--knn-every",
+    type=click.IntRange(min=0),
+    help="Measure kNN accuracy on the test split every N epochs (and at the end); 0 = never [recipe].",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override any configuration key (repeatable); see below.",
+)
+def train_main(
+    method: str | None,
+    plugins: tuple[str, ...],
+    backbone: str | None,
+    dataset: str | None,
+    data_dir: Path | None,
+    download: bool | None,
+    epochs: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    device: str | None,
+    precision: str | None,
+    compile_: bool | None,
+    seed: int | None,
+    out: Path,
+    resume: bool,
+    max_steps: int | None,
+    knn_every: int | None,
+    sets: tuple[str, ...],
+) -> None:
+    """Pretrain an encoder with a self-supervised (or supervised contrastive) method.
+
+    Defaults come from the method's recipe and the dataset; the options below override them.
+    The run folder receives config.json (the resolved recipe), metrics.jsonl (one line per epoch),
+    checkpoint.pt (every epoch, every few minutes, and on SIGTERM) and finally model/, an encoder
+    folder that sslzoo.load reads. Under torchrun, every process runs this same command.
+    """
+    from . import engine
+    from .recipes import parse_set, resolve_config
+
+    _setup_logging()
+    options: dict[str, Any] = {
+        "backbone": backbone,
+        "data_dir": str(data_dir) if data_dir else None,
+        "download": download,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "device": device,
+        "precision": precision,
+        "compile": compile_,
+        "seed": seed,
+        "max_steps": max_steps,
+        "knn_every": knn_every,
+    }
+    command = " ".join(shlex.quote(arg) for arg in ["sslzoo-train", *sys.argv[1:]])
+    try:
+        if resume:
+            overrides = {k: v for k, v in options.items() if v is not None}
+            overrides.update({k: v for k, v in (("method", method), ("dataset", dataset)) if v is not None})
+            if plugins:
+                overrides["plugins"] = list(plugins)
+            for assignment in sets:
+                path, value = parse_set(assignment)
+                overrides[".".join(path)] = value
+            result = engine.resume(out, overrides, command=command)
+        else:
+            if method is None or dataset is None:
+                raise click.UsageError("--method and --dataset are required (unless --resume).")
+            config = resolve_config(method, dataset, plugins, options, sets)
+            result = engine.train(config, out, command=command)
+    except SslzooError as error:
+        raise click.ClickException(str(error)) from error
+    if result.interrupted:
+        click.echo(
+            f"Stopped at step {result.step}/{result.total_steps}; checkpoint in {out}. "
+            f"Continue with: sslzoo-train --resume --out {shlex.quote(str(out))}",
+            err=True,
+        )
+        return
+    knn = result.metrics.get("knn", {})
+    summary = ", ".join(f"kNN {key} top-1 {value['top1']:.2f}%" for key, value in knn.items())
+    click.echo(
+        f"Trained {result.step} steps. Model: {result.model_dir}" + (f" ({summary})" if summary else "")
+    )
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.argument("model")
+@click.option(
+    "--dataset",
+    type=click.Choice(DATASETS),
+    required=True,
+    help="Labelled dataset to evaluate on: the train split is the kNN bank and the probe's "
+    "training set, the test split is scored.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder that holds the dataset [default: $SSLZOO_HOME/datasets].",
+)
+@click.option(
+    "--download/--no-download", default=False, help="Download CIFAR/STL-10 if missing [default: no]."
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=512,
+    show_default=True,
+    help="Images per forward pass while extracting features.",
+)
+@click.option(
+    "--linear/--no-linear",
+    default=True,
+    show_default=True,
+    help="Also train a linear probe on the frozen features (kNN is always measured).",
+)
+@click.option(
+    "--linear-epochs",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Epochs of the linear probe (SGD, momentum 0.9, cosine, batch 512, no weight decay).",
+)
+@click.option(
+    "--linear-lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.03,
+    show_default=True,
+    help="Learning rate of the linear probe, on standardised features.",
+)
+@click.option(
+    "--train-size",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Use a fixed random subset of this many training images (0 = all): quicker on a CPU.",
+)
+@click.option(
+    "--test-size",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Score a fixed random subset of this many test images (0 = all).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def eval_main(
+    model: str,
+    dataset: str,
+    data_dir: Path | None,
+    download: bool,
+    device: str,
+    batch_size: int,
+    linear: bool,
+    linear_epochs: int,
+    linear_lr: float,
+    train_size: int,
+    test_size: int,
+    as_json: bool,
+) -> None:
+    """Evaluate a frozen encoder: weighted kNN (k=200, t=0.1 and k=20, t=0.07) and a linear probe.
+
+    MODEL is a zoo name, a model folder (e.g. a run's OUT/model) or hf-hub:org/repo[@revision].
+    Features are extracted once, with the encoder's own test-time preprocessing, and cached in
+    memory for every protocol. Accuracies are top-1 / top-5 percentages on the test split.
+    """
+    import sslzoo
+
+    from .engine import resolve_device
+    from .evaluate import evaluate_on_dataset
+
+    _setup_logging()
+    try:
+        torch_device = resolve_device(device)
+        encoder = sslzoo.load(model, device=torch_device)
+        report = {
+            "model": model,
+            **evaluate_on_dataset(
+                encoder,
+                dataset,
+                data_dir=data_dir,
+                download=download,
+                device=torch_device,
+                batch_size=batch_size,
+                linear=linear,
+                linear_epochs=linear_epochs,
+                linear_lr=linear_lr,
+                train_size=train_size,
+                test_size=test_size,
+                progress=not as_json,
+            ),
+        }
+    except SslzooError as error:
+        raise click.ClickException(str(error)) from error
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(
+        f"{model} on {dataset}: {report['train_images']} train / {report['test_images']} test images, "
+        f"{report['feature_dim']}-d features"
+    )
+    for key, accuracy in report["knn"].items():
+        click.echo(f"  kNN {key:<10} top-1 {accuracy['top1']:6.2f}%  top-5 {accuracy['top5']:6.2f}%")
+    if linear:
+        click.echo(
+            f"  linear probe     top-1 {report['linear']['top1']:6.2f}%  top-5 {report['linear']['top5']:6.2f}%"
+        )
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
