@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
@@ -19,7 +18,7 @@ from torchvision.transforms import InterpolationMode, v2
 
 from .errors import ConfigError
 
-ImageLike = Union[Image.Image, str, os.PathLike, torch.Tensor, np.ndarray]
+ImageLike = Image.Image | str | os.PathLike | torch.Tensor | np.ndarray
 
 #: Images larger than this many pixels are refused before decoding (decompression bombs).
 MAX_PIXELS = 64_000_000

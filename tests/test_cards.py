@@ -11,9 +11,6 @@ import pytest
 from click.testing import CliRunner
 from huggingface_hub import ModelCard
 from PIL import Image
-
-import sslzoo
-from sslzoo import ConfigError, registry
 from sslzoo.export.cards import build_card, model_facts, write_model_cards
 from sslzoo.export.cli import tools
 from sslzoo.export.curves import plot_training_curves, read_curves
@@ -25,6 +22,9 @@ from sslzoo.export.zoo_table import (
     write_zoo_tables,
     zoo_tables,
 )
+
+import sslzoo
+from sslzoo import ConfigError, registry
 
 MEASURED = {
     "knn": [{"k": 200, "t": 0.1, "top1": 85.12, "top5": 99.31}, {"k": 20, "t": 0.07, "top1": 84.4}],

@@ -11,12 +11,12 @@ import torch
 from click.testing import CliRunner
 from huggingface_hub import ModelCard
 from safetensors import safe_open
-
-import sslzoo
-from sslzoo import Encoder
 from sslzoo.export import onnx as sslzoo_onnx
 from sslzoo.export.cli import main
 from sslzoo.export.onnx import onnx_config, onnx_session
+
+import sslzoo
+from sslzoo import Encoder
 from sslzoo.loading import sha256_of
 
 #: What sslzoo-train stores with a model (abridged). It has no name: the export calls it

@@ -7,11 +7,11 @@ import shutil
 
 import pytest
 from click.testing import CliRunner
+from sslzoo.export.cli import tools
+from sslzoo.export.results import knn_label, knn_result, normalise_metrics, record_results, record_run
 
 import sslzoo
 from sslzoo import ConfigError, Encoder, UnknownModelError, registry
-from sslzoo.export.cli import tools
-from sslzoo.export.results import knn_label, knn_result, normalise_metrics, record_results, record_run
 from sslzoo.loading import sha256_of
 
 

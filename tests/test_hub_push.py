@@ -16,10 +16,10 @@ from click.testing import CliRunner
 from huggingface_hub import constants
 from huggingface_hub.errors import HfHubHTTPError
 from PIL import Image
+from sslzoo.export.cli import main
 
 import sslzoo
 from sslzoo import Encoder, SslzooError, hub
-from sslzoo.export.cli import main
 
 REPO = "me/tiny-simclr"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -227,7 +227,9 @@ def test_minc_summary_starts_at_the_first_batch_moment_then_follows_an_ema():
     method = tiny_method("minc", summary_momentum=0.9)
     first = [torch.randn(BATCH, 8) * 0.1 for _ in range(2)]
     method.update_summary(first)
-    moment = lambda ts: sum(t.T @ t / BATCH for t in ts) / 2
+    def moment(ts):
+        return sum(t.T @ t / BATCH for t in ts) / 2
+
     assert torch.allclose(method.summary, moment(first), atol=1e-7)
     second = [torch.randn(BATCH, 8) * 0.1 for _ in range(2)]
     method.update_summary(second)

@@ -6,10 +6,10 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
-from sslzoo import ConfigError, Encoder
 from sslzoo.export import onnx as sslzoo_onnx
 from sslzoo.export.onnx import OnnxExportError, export_onnx, onnx_config, onnx_session
+
+from sslzoo import ConfigError, Encoder
 
 PROVENANCE = {"name": "simclr-resnet18-cifar10", "method": "simclr", "epochs": 2}
 

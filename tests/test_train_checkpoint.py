@@ -84,9 +84,8 @@ def test_pickled_code_is_never_executed(tmp_path):
 
 
 def test_plain_numbers_on_modules_are_checkpointed(tmp_path):
-    from torch import nn
-
     from sslzoo.train.checkpoint import module_scalars, set_module_scalars
+    from torch import nn
 
     class WithEma(nn.Module):
         def __init__(self):

@@ -82,7 +82,11 @@ def test_run_folder_holds_config_metrics_checkpoint_and_model(reference):
         4,
         8,
     )
-    assert provenance["recipe"] == "simclr/fake" and provenance["command"].startswith("sslzoo-train ")
+    assert provenance["recipe"] == "simclr/fake"
+    assert provenance["command"] == (  # rebuilt from the parsed options: it reruns the same training
+        "sslzoo-train --method simclr --dataset fake --batch-size 8 --device cpu "
+        f"--out {reference} --max-steps 4 --set fake_size=24 --set fake_test_size=8"
+    )
     assert set(provenance["metrics"]["knn"]) == {"k200_t0.1", "k20_t0.07"}
     assert provenance["metrics"]["knn"]["k200_t0.1"]["top1"] == lines[-1]["knn_top1"]
     assert (provenance["metrics"]["knn_bank_size"], provenance["metrics"]["knn_test_size"]) == (24, 8)

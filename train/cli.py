@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +172,7 @@ def train_main(
         "max_steps": max_steps,
         "knn_every": knn_every,
     }
-    command = " ".join(shlex.quote(arg) for arg in ["sslzoo-train", *sys.argv[1:]])
+    command = _command_line(click.get_current_context())
     try:
         if resume:
             overrides = {k: v for k, v in options.items() if v is not None}
@@ -203,6 +202,26 @@ def train_main(
     click.echo(
         f"Trained {result.step} steps. Model: {result.model_dir}" + (f" ({summary})" if summary else "")
     )
+
+
+def _command_line(ctx: click.Context) -> str:
+    """The options the user gave, rebuilt from what click parsed (not `sys.argv`, which belongs to
+    whatever process called us), so the recorded command reruns the same training."""
+    words = ["sslzoo-train"]
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name is None:
+            continue
+        if ctx.get_parameter_source(param.name) is not click.core.ParameterSource.COMMANDLINE:
+            continue
+        value = ctx.params[param.name]
+        if param.is_flag and param.secondary_opts:
+            words.append(param.opts[0] if value else param.secondary_opts[0])
+        elif param.is_flag:
+            words.append(param.opts[0])
+        else:
+            for item in value if param.multiple else [value]:
+                words += [param.opts[0], str(item)]
+    return " ".join(shlex.quote(word) for word in words)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
