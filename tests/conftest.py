@@ -25,3 +25,23 @@ def _seed_and_isolate(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_cache"))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
     yield
+
+
+@pytest.fixture
+def zoo_json(tmp_path, monkeypatch):
+    """A private, blank copy of the registry (every model untrained, no default) that the whole
+    library reads for this test, so tests that record results never depend on what the zoo holds."""
+    import json
+
+    from sslzoo import registry
+
+    data = json.loads(registry.registry_path().read_text())
+    data["default_model"] = None
+    for entry in data["models"]:
+        entry.update(weights="none", sha256=None, metrics={}, training={})
+    path = tmp_path / "zoo.json"
+    path.write_text(json.dumps(data, indent=1))
+    monkeypatch.setattr(registry, "registry_path", lambda: path)
+    registry.clear_cache()
+    yield path
+    registry.clear_cache()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -24,7 +23,7 @@ from sslzoo.export.zoo_table import (
 )
 
 import sslzoo
-from sslzoo import ConfigError, registry
+from sslzoo import ConfigError
 
 MEASURED = {
     "knn": [{"k": 200, "t": 0.1, "top1": 85.12, "top5": 99.31}, {"k": 20, "t": 0.07, "top1": 84.4}],
@@ -140,16 +139,6 @@ def test_weights_provenance_fills_in_for_a_model_outside_the_registry():
     assert (
         "sslzoo-export my-run --to onnx --out my-run" in card.text
     )  # no ONNX file here: say how to make one
-
-
-@pytest.fixture
-def zoo_json(tmp_path, monkeypatch):
-    path = tmp_path / "zoo.json"
-    shutil.copyfile(registry.registry_path(), path)
-    monkeypatch.setattr(registry, "registry_path", lambda: path)
-    registry.clear_cache()
-    yield path
-    registry.clear_cache()
 
 
 def write_log(path, lines):

@@ -11,19 +11,8 @@ from sslzoo.export.cli import tools
 from sslzoo.export.results import knn_label, knn_result, normalise_metrics, record_results, record_run
 
 import sslzoo
-from sslzoo import ConfigError, Encoder, UnknownModelError, registry
+from sslzoo import ConfigError, Encoder, UnknownModelError
 from sslzoo.loading import sha256_of
-
-
-@pytest.fixture
-def zoo_json(tmp_path, monkeypatch):
-    """A private copy of the registry that the whole library reads for this test."""
-    path = tmp_path / "zoo.json"
-    shutil.copyfile(registry.registry_path(), path)
-    monkeypatch.setattr(registry, "registry_path", lambda: path)
-    registry.clear_cache()
-    yield path
-    registry.clear_cache()
 
 
 def test_fractions_become_percent_and_flat_keys_become_the_canonical_shape():
@@ -149,7 +138,9 @@ EVAL_REPORT = {
 }
 
 
-def test_record_run_makes_a_run_loadable_by_name_with_its_checksum(zoo_json, tmp_path):
+def test_record_run_makes_a_run_loadable_by_name_with_its_checksum(zoo_json, tmp_path, monkeypatch):
+    # The package may bundle this name's real weights; this test's run must be the one found.
+    monkeypatch.setattr(sslzoo.loading, "bundled_weights_dir", lambda name: tmp_path / "nothing-bundled" / name)
     run = make_finished_run(tmp_path / "run")
     info = record_run(run, eval_report=EVAL_REPORT)
     assert info.name == "simclr-resnet18-cifar10" and info.weights == "hub"

@@ -40,6 +40,13 @@ def test_wheel_installs_nothing_but_sslzoo(tmp_path):
     for package in APPLICATIONS:
         assert f"{package.replace('.', '/')}/__init__.py" in names
     assert "sslzoo/zoo.json" in names
+    # What the demo needs offline after a plain `pip install .`: the default encoder and its gallery.
+    default = sslzoo.default_model()
+    assert default is not None
+    for file in ("config.json", "model.safetensors"):
+        assert f"sslzoo/weights/{default}/{file}" in names
+    for asset in ("cifar10_gallery.safetensors", "cifar10_gallery.json"):
+        assert f"sslzoo/serve/assets/{asset}" in names
     assert any(name.startswith("sslzoo/train/recipes/") and name.endswith(".toml") for name in names)
     entry_points = zipfile.ZipFile(wheel).read(f"sslzoo-{sslzoo.__version__}.dist-info/entry_points.txt").decode()
     for script in ("sslzoo-train", "sslzoo-eval", "sslzoo-export", "sslzoo-serve"):
