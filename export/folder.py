@@ -106,8 +106,9 @@ def export_folder(
             (staging / WEIGHTS_NAME).unlink()
 
         if info is not None and not (by_name or info.sha256 == weights_sha):
-            # Registry numbers describe the published weights; these are others: their provenance speaks.
-            info = dataclasses.replace(info, metrics={}, training={})
+            # Registry numbers and load instructions describe the published weights; these are others:
+            # their provenance speaks, and the card tells users to load this folder, not the zoo name.
+            info = dataclasses.replace(info, metrics={}, training={}, weights="none", sha256=None)
         facts = model_facts(encoder, info)
         curves = (
             plot_training_curves(metrics_log, staging / CURVES_NAME, title=facts["name"])
