@@ -19,6 +19,7 @@ from torch import nn
 
 from ..encoder import Encoder
 from ..errors import ConfigError
+from ..momentum import cosine_tau, momentum_copy, update_momentum
 
 
 @dataclass
@@ -97,3 +98,24 @@ class Method(nn.Module):
                 f"{type(self).__name__} needs {expected} view(s) per image, got {len(views)}; "
                 f"make the data pipeline produce `method.num_views` views."
             )
+
+
+class MomentumMethod(Method):
+    """A method whose targets come from EMA copies of its encoder and `projector` (MoCo-v2, BYOL, MINC).
+
+    The copies move by EMA after every optimiser step, with tau rising from `base_tau` to
+    `final_tau` on a cosine of training progress (solo-learn's schedule).
+    """
+
+    def _init_momentum(self, base_tau: float, final_tau: float) -> None:
+        """Make the EMA copies of `self.encoder` and `self.projector`; call once `projector` exists."""
+        self.momentum_encoder = momentum_copy(self.encoder)
+        self.momentum_projector = momentum_copy(self.projector)
+        self.base_tau, self.final_tau = float(base_tau), float(final_tau)
+        self.tau = self.base_tau
+
+    @torch.no_grad()
+    def after_step(self, progress: float) -> None:
+        update_momentum(self.encoder, self.momentum_encoder, self.tau)
+        update_momentum(self.projector, self.momentum_projector, self.tau)
+        self.tau = cosine_tau(progress, self.base_tau, self.final_tau)

@@ -15,11 +15,10 @@ import torch.nn.functional as F
 from ..encoder import Encoder
 from ..heads import build_head, byol_predictor, byol_projector
 from ..losses import BYOLLoss
-from ..momentum import cosine_tau, momentum_copy, update_momentum
-from .base import HostOutput, Method
+from .base import HostOutput, MomentumMethod
 
 
-class BYOL(Method):
+class BYOL(MomentumMethod):
     name = "byol"
 
     def __init__(
@@ -34,11 +33,8 @@ class BYOL(Method):
         super().__init__(encoder)
         self.projector = build_head(byol_projector(encoder.num_features, proj_hidden_dim, proj_output_dim))
         self.predictor = build_head(byol_predictor(proj_output_dim, pred_hidden_dim, proj_output_dim))
-        self.momentum_encoder = momentum_copy(encoder)
-        self.momentum_projector = momentum_copy(self.projector)
+        self._init_momentum(base_tau, final_tau)
         self.loss_fn = BYOLLoss()
-        self.base_tau, self.final_tau = float(base_tau), float(final_tau)
-        self.tau = self.base_tau
 
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(features, normalised prediction): the online side of the regression."""
@@ -62,9 +58,3 @@ class BYOL(Method):
             targets=[targets[1], targets[0]],
             negatives=[None, None],
         )
-
-    @torch.no_grad()
-    def after_step(self, progress: float) -> None:
-        update_momentum(self.encoder, self.momentum_encoder, self.tau)
-        update_momentum(self.projector, self.momentum_projector, self.tau)
-        self.tau = cosine_tau(progress, self.base_tau, self.final_tau)

@@ -25,11 +25,10 @@ from ..distributed import all_reduce_mean
 from ..encoder import Encoder
 from ..heads import build_head, spectral_projector
 from ..losses import MINCLoss, clip_norm, second_moment
-from ..momentum import cosine_tau, momentum_copy, update_momentum
-from .base import HostOutput, Method
+from .base import HostOutput, MomentumMethod
 
 
-class MINC(Method):
+class MINC(MomentumMethod):
     name = "minc"
 
     summary: torch.Tensor
@@ -51,15 +50,12 @@ class MINC(Method):
         self.projector = build_head(
             spectral_projector(encoder.num_features, proj_hidden_dim, proj_output_dim)
         )
-        self.momentum_encoder = momentum_copy(encoder)
-        self.momentum_projector = momentum_copy(self.projector)
+        self._init_momentum(base_tau, final_tau)
         self.loss_fn = MINCLoss(mu)
         self.mu = float(mu)
         self.summary_momentum = float(summary_momentum)
         self.register_buffer("summary", torch.zeros(proj_output_dim, proj_output_dim))
         self.register_buffer("summary_ready", torch.zeros((), dtype=torch.bool))
-        self.base_tau, self.final_tau = float(base_tau), float(final_tau)
-        self.tau = self.base_tau
 
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.encoder(images)
@@ -102,9 +98,3 @@ class MINC(Method):
             targets=[targets[1], targets[0]],
             negatives=[None, None],
         )
-
-    @torch.no_grad()
-    def after_step(self, progress: float) -> None:
-        update_momentum(self.encoder, self.momentum_encoder, self.tau)
-        update_momentum(self.projector, self.momentum_projector, self.tau)
-        self.tau = cosine_tau(progress, self.base_tau, self.final_tau)

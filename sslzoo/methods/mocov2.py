@@ -18,12 +18,11 @@ import torch.nn.functional as F
 from ..encoder import Encoder
 from ..heads import build_head, simclr_projector
 from ..losses import InfoNCELoss
-from ..momentum import cosine_tau, momentum_copy, update_momentum
 from ..queue import KeyQueue
-from .base import HostOutput, Method
+from .base import HostOutput, MomentumMethod
 
 
-class MoCoV2(Method):
+class MoCoV2(MomentumMethod):
     name = "mocov2"
 
     def __init__(
@@ -38,12 +37,9 @@ class MoCoV2(Method):
     ):
         super().__init__(encoder)
         self.projector = build_head(simclr_projector(encoder.num_features, proj_hidden_dim, proj_output_dim))
-        self.momentum_encoder = momentum_copy(encoder)
-        self.momentum_projector = momentum_copy(self.projector)
+        self._init_momentum(base_tau, final_tau)
         self.queues = torch.nn.ModuleList([KeyQueue(queue_size, proj_output_dim) for _ in range(2)])
         self.loss_fn = InfoNCELoss(temperature)
-        self.base_tau, self.final_tau = float(base_tau), float(final_tau)
-        self.tau = self.base_tau
         self._pending_keys: list[list[torch.Tensor]] = []
 
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,9 +72,7 @@ class MoCoV2(Method):
 
     @torch.no_grad()
     def after_step(self, progress: float) -> None:
-        update_momentum(self.encoder, self.momentum_encoder, self.tau)
-        update_momentum(self.projector, self.momentum_projector, self.tau)
-        self.tau = cosine_tau(progress, self.base_tau, self.final_tau)
+        super().after_step(progress)
         for keys in self._pending_keys:
             for queue, view_keys in zip(self.queues, keys):
                 queue.enqueue(view_keys)
