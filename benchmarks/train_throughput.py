@@ -29,6 +29,7 @@ import torch
 from sslzoo.train import engine
 from sslzoo.train.datasets import load_split
 from sslzoo.train.recipes import resolve_config
+from sslzoo.train.runtime import resolve_device, resolve_precision
 from torch.utils.data import DataLoader, Dataset
 
 from sslzoo.encoder import Encoder
@@ -132,7 +133,7 @@ def _sync(device: torch.device) -> None:
 
 
 def _precision(args: argparse.Namespace, device: torch.device) -> str:
-    return engine.resolve_precision(args.precision, device)
+    return resolve_precision(args.precision, device)
 
 
 def main() -> None:
@@ -161,7 +162,7 @@ def main() -> None:
         help="torch.compile the sslzoo step (default: on CUDA only)",
     )
     args = parser.parse_args()
-    device = engine.resolve_device(args.device)
+    device = resolve_device(args.device)
     if args.compile is None:
         args.compile = device.type == "cuda"
     ours = sslzoo_views_per_s(args, device)

@@ -220,6 +220,20 @@ def test_byol_target_follows_the_online_network_by_ema():
     assert method.tau == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("name,plugins", [("mocov2", ()), ("byol", ()), ("minc", ()), ("mocov2", ("mixco",))])
+def test_the_ema_rate_is_part_of_the_methods_state_dict(name, plugins):
+    trained = tiny_method(name, plugins)
+    trained.after_step(0.4)
+    state = trained.state_dict()
+    extra = [key for key in state if key.endswith("_extra_state")]
+    assert extra == (["host._extra_state"] if plugins else ["_extra_state"])
+    fresh = tiny_method(name, plugins)
+    assert fresh.state_dict()[extra[0]]["tau"] == pytest.approx(0.99)  # base_tau, before any step
+    fresh.load_state_dict(state)  # strict: the EMA rate is a key like any other
+    momentum = fresh.host if plugins else fresh
+    assert momentum.tau == cosine_tau(0.4, momentum.base_tau, momentum.final_tau)
+
+
 # --- MINC: the summary --------------------------------------------------------------------------
 
 

@@ -83,21 +83,26 @@ def test_pickled_code_is_never_executed(tmp_path):
         load_checkpoint(tmp_path / "evil.pt")
 
 
-def test_plain_numbers_on_modules_are_checkpointed(tmp_path):
-    from sslzoo.train.checkpoint import module_scalars, set_module_scalars
-    from torch import nn
+def test_a_version_1_checkpoint_resumes_with_its_ema_rate(tmp_path):
+    """Version 1 kept MoCo's tau in `method_scalars`; it now loads into the method's own state."""
+    from sslzoo.encoder import Encoder
+    from sslzoo.methods import build_method
 
-    class WithEma(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.head = nn.Linear(2, 2)
-            self.tau = 0.99
-            self.head.steps = 0
-
-    trained = WithEma()
-    trained.tau, trained.head.steps = 0.995, 7
-    save_checkpoint(tmp_path / "c.pt", {**_state(), "method_scalars": module_scalars(trained)})
-    fresh = WithEma()
-    set_module_scalars(fresh, load_checkpoint(tmp_path / "c.pt")["method_scalars"])
-    assert (fresh.tau, fresh.head.steps) == (0.995, 7)
-    assert fresh.training  # nn.Module's own flag is left alone
+    trained = build_method("mixco", Encoder(input_size=16))
+    trained.host.tau = 0.995
+    weights = {k: v for k, v in trained.state_dict().items() if not k.endswith("_extra_state")}
+    torch.save(
+        {
+            **_state(),
+            "format": "sslzoo-train-checkpoint",
+            "version": 1,
+            "method": weights,
+            "method_scalars": {"host": {"tau": 0.995, "base_tau": 0.99}, "": {"mix_weight": 1.0}},
+        },
+        tmp_path / "v1.pt",
+    )
+    state = load_checkpoint(tmp_path / "v1.pt")
+    assert state["version"] == 2 and "method_scalars" not in state
+    fresh = build_method("mixco", Encoder(input_size=16))
+    fresh.load_state_dict(state["method"])  # strict
+    assert fresh.host.tau == 0.995

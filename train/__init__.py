@@ -5,8 +5,10 @@
     >>> result = train(config, "runs/simclr-c10")      # writes runs/simclr-c10/model/
     >>> resume("runs/simclr-c10")                       # after an interruption
 
-Modules: `recipes` (recipes as data), `datasets`, `augment` (on-device views), `optim`,
-`checkpoint`, `engine` (the loop), `evaluate` (frozen-encoder evaluation on a dataset), `cli`.
+Modules: `recipes` (recipes as data), `datasets`, `augment` (on-device views), `optim`; the
+engine's rooms: `runtime` (device, processes, SIGTERM), `feeding` (batches), `stepping` (one
+step), `monitor` (kNN), `metrics`, `checkpoint`, `run_folder` (the files), `provenance`; `engine`
+(the loop that puts them together), `evaluate` (frozen-encoder evaluation on a dataset), `cli`.
 """
 
 from __future__ import annotations

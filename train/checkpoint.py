@@ -2,9 +2,12 @@
 
 A checkpoint holds plain tensors, numbers, strings, lists and dicts only, so it loads with
 `torch.load(weights_only=True)` today and on future torch versions. It carries everything a
-bit-identical resume needs: weights, the plain numbers methods keep beside them, optimiser
-state, the step, and the random states of torch (CPU and CUDA), Python and NumPy. The data order needs no state: it is a function of
-(seed, epoch).
+bit-identical resume needs: the method's `state_dict` (weights, buffers, and the plain numbers a
+method keeps as its extra state, such as MoCo's current EMA rate), optimiser state, the step,
+and the random states of torch (CPU and CUDA), Python and NumPy. The data order needs no state:
+it is a function of (seed, epoch).
+
+Version 2 moved the EMA rate into the method's own state; version-1 files are upgraded on load.
 """
 
 from __future__ import annotations
@@ -16,12 +19,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from sslzoo.errors import CorruptWeightsError
 
 FORMAT = "sslzoo-train-checkpoint"
-VERSION = 1
+VERSION = 2
 REQUIRED_KEYS = ("format", "version", "config", "method", "optimizer", "step", "epoch", "rng")
 
 
@@ -60,34 +62,18 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             path,
             f"written by a newer sslzoo (checkpoint version {state['version']}); upgrade sslzoo to resume it.",
         )
+    if state["version"] < 2:
+        _upgrade_from_v1(state)
     return state
 
 
-def module_scalars(module: nn.Module) -> dict[str, dict[str, bool | int | float]]:
-    """Plain Python numbers kept on every submodule (an EMA rate, a step count), by module path.
-
-    `state_dict` holds tensors only; a method that keeps, say, its current EMA rate as a float
-    would otherwise resume with its initial value and drift from the uninterrupted run.
-    """
-    scalars: dict[str, dict[str, bool | int | float]] = {}
-    for path, submodule in module.named_modules():
-        found = {
-            name: value
-            for name, value in vars(submodule).items()
-            if not name.startswith("_") and name != "training" and type(value) in (bool, int, float)
-        }
-        if found:
-            scalars[path] = found
-    return scalars
-
-
-def set_module_scalars(module: nn.Module, scalars: dict[str, dict[str, bool | int | float]]) -> None:
-    """Restore what `module_scalars` captured (submodules that no longer exist are skipped)."""
-    submodules = dict(module.named_modules())
-    for path, values in scalars.items():
-        if path in submodules:
-            for name, value in values.items():
-                setattr(submodules[path], name, value)
+def _upgrade_from_v1(state: dict[str, Any]) -> None:
+    """Version 1 kept plain numbers of every submodule in `method_scalars`, by module path; the only
+    one that changes during training, a momentum method's `tau`, is now that module's extra state."""
+    for path, values in state.pop("method_scalars", {}).items():
+        if "tau" in values:
+            state["method"][f"{path}._extra_state" if path else "_extra_state"] = {"tau": float(values["tau"])}
+    state["version"] = 2
 
 
 def rng_state() -> dict[str, Any]:

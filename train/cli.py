@@ -306,8 +306,8 @@ def eval_main(
     """
     import sslzoo
 
-    from .engine import resolve_device
     from .evaluate import evaluate_on_dataset
+    from .runtime import resolve_device
 
     _setup_logging()
     try:

@@ -104,7 +104,8 @@ class MomentumMethod(Method):
     """A method whose targets come from EMA copies of its encoder and `projector` (MoCo-v2, BYOL, MINC).
 
     The copies move by EMA after every optimiser step, with tau rising from `base_tau` to
-    `final_tau` on a cosine of training progress (solo-learn's schedule).
+    `final_tau` on a cosine of training progress (solo-learn's schedule). The current tau is part
+    of the method's `state_dict` (its extra state), so a resumed run continues the schedule.
     """
 
     def _init_momentum(self, base_tau: float, final_tau: float) -> None:
@@ -119,3 +120,10 @@ class MomentumMethod(Method):
         update_momentum(self.encoder, self.momentum_encoder, self.tau)
         update_momentum(self.projector, self.momentum_projector, self.tau)
         self.tau = cosine_tau(progress, self.base_tau, self.final_tau)
+
+    def get_extra_state(self) -> dict[str, float]:
+        """The current EMA rate: a plain float `state_dict` would otherwise leave behind."""
+        return {"tau": self.tau}
+
+    def set_extra_state(self, state: dict[str, float]) -> None:
+        self.tau = float(state["tau"])

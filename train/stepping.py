@@ -1,0 +1,104 @@
+"""One optimisation step: views made on the device, forward under autocast, backward, optimiser, EMA.
+
+`Stepper` owns everything a step changes besides the method's weights (the optimiser, the fp16
+loss scaler, the augmentation), so its `state_dict` is the rest of what a checkpoint must hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from .augment import build_augmentation
+from .optim import build_optimizer, lr_at, set_lr
+from .recipes import TrainConfig
+from .runtime import Runtime
+
+
+class Stepper:
+    """Runs step `step` of `total_steps` on a batch of uint8 images (and labels, for supervised methods)."""
+
+    def __init__(
+        self,
+        method: nn.Module,
+        config: TrainConfig,
+        runtime: Runtime,
+        total_steps: int,
+        warmup_steps: int,
+        channels_last: bool,
+    ):
+        self.method = method
+        self.model: nn.Module = method  # wrapped by DDP / torch.compile in `wrap()`
+        self.config = config
+        self.runtime = runtime
+        self.total_steps = total_steps
+        self.warmup_steps = warmup_steps
+        self.supervised = bool(getattr(method, "supervised", False))
+        self.num_views = int(getattr(method, "num_views", 2))
+        self.augment = build_augmentation(replace(config, channels_last=channels_last), self.num_views)
+        self.augment.to(runtime.device)
+        self.optimizer = build_optimizer(method.param_groups(config.weight_decay), config, runtime.device)
+        self.scaler = torch.amp.GradScaler("cuda") if runtime.precision == "fp16" else None
+
+    def wrap(self) -> None:
+        """DDP (several processes) and torch.compile around the method; after the checkpoint is restored,
+        since DDP starts every process from rank 0's weights."""
+        model = self.method
+        if self.runtime.world > 1:
+            device = self.runtime.device
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        if self.config.compile:
+            model = torch.compile(model)
+        self.model = model
+
+    def lr(self, step: int) -> float:
+        config = self.config
+        return lr_at(
+            step,
+            self.total_steps,
+            self.warmup_steps,
+            config.effective_lr,
+            config.warmup_start_factor,
+            config.min_lr_factor,
+        )
+
+    def __call__(
+        self, step: int, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss (detached, on the device: no sync) and the method's logs of step `step` (0-based)."""
+        set_lr(self.optimizer, self.lr(step))
+        views = self.augment(images)
+        with self.runtime.autocast():
+            loss, logs = self.model(views, labels if self.supervised else None)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.method.after_step((step + 1) / self.total_steps)
+        return loss.detach(), logs
+
+    @property
+    def current_lr(self) -> float:
+        """The schedule's lr of the last step (a group's own `lr_scale` taken out)."""
+        group = self.optimizer.param_groups[0]
+        return group["lr"] / group.get("lr_scale", 1.0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
