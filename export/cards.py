@@ -22,6 +22,7 @@ from sslzoo import registry
 from sslzoo.backbones import num_features as backbone_width
 from sslzoo.encoder import Encoder
 from sslzoo.hub import WEIGHTS_NAME
+from sslzoo.weight_files import INDEX_NAME
 
 from .curves import plot_training_curves
 from .onnx import ONNX_NAME
@@ -378,7 +379,7 @@ def _usage(facts: Mapping[str, Any], repo_id: str | None, files: Sequence[str]) 
     else:
         load_ref = "path/to/this/folder"
     parts = ["## How to use\n"]
-    if WEIGHTS_NAME in files or in_registry:
+    if WEIGHTS_NAME in files or INDEX_NAME in files or in_registry:
         parts.append(
             "With sslzoo (`pip install sslzoo`), preprocessing included:\n\n```python\nimport sslzoo\n\n"
             f'encoder = sslzoo.load("{load_ref}")\n'
@@ -412,10 +413,13 @@ def _usage(facts: Mapping[str, Any], repo_id: str | None, files: Sequence[str]) 
         "batch = ((pixels - mean) / std).transpose(2, 0, 1)[None]  # (1, 3, size, size); any batch works\n"
         f'(features,) = session.run(["features"], {{"images": batch}})  # (1, {width}), not normalised\n```\n'
     )
-    present = [file for file in (WEIGHTS_NAME, ONNX_NAME, RESULTS_NAME) if file in files]
+    present = [file for file in (WEIGHTS_NAME, INDEX_NAME, ONNX_NAME, RESULTS_NAME) if file in files]
     if present:
+        shards = sum(1 for file in files if file.endswith(".safetensors") and file != WEIGHTS_NAME)
         described = {
             WEIGHTS_NAME: "the weights (torchvision ResNet parameter names, no `fc`), with `config.json`",
+            INDEX_NAME: f"which of the {shards} safetensors shards (`model-*-of-*.safetensors`) holds each "
+            "weight (torchvision ResNet parameter names, no `fc`); `sslzoo.load` and `transformers` read it",
             ONNX_NAME: "one-file ONNX graph, input `images` (N, 3, H, W) float32 normalised, "
             "output `features` (N, D)",
             RESULTS_NAME: "the measured results and the export's parity check, as JSON",

@@ -4,6 +4,7 @@ bookkeeping (`python -m sslzoo.export record|cards`). Each command parses, calls
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import click
@@ -43,6 +44,14 @@ from .zoo_table import write_zoo_tables
     "float32 inputs/outputs, checked against PyTorch within 1% of the feature scale.",
 )
 @click.option(
+    "--max-shard-size",
+    metavar="SIZE",
+    default=None,
+    help="Split the weights into safetensors shards of at most SIZE (e.g. 15MB, 2GB) plus "
+    "model.safetensors.index.json, the layout the Hub and transformers use; sslzoo.load reads it. "
+    "Default: one model.safetensors.",
+)
+@click.option(
     "--overwrite",
     is_flag=True,
     help="Replace OUT even if it holds another model or other files (re-exporting the same weights "
@@ -80,6 +89,7 @@ def main(
     to: str,
     out: Path,
     fp16: bool,
+    max_shard_size: str | None,
     overwrite: bool,
     metrics_log: Path | None,
     push: str | None,
@@ -90,8 +100,9 @@ def main(
     """Export MODEL (a zoo name, a model folder, or hf-hub:ORG/REPO[@REV]) to OUT.
 
     \b
-    OUT holds config.json + model.safetensors (sslzoo.load(OUT) reads it), model.onnx (one file,
-    input `images` (N,3,H,W) float32 normalised, output `features` (N,D), checked against PyTorch
+    OUT holds config.json + model.safetensors (sslzoo.load(OUT) reads it; with --max-shard-size,
+    shards and their index instead), model.onnx (one file, input `images` (N,3,H,W) float32
+    normalised, output `features` (N,D), checked against PyTorch
     at a batch size other than the traced one), README.md (the model card, from measured results
     only) and results.json.
 
@@ -105,7 +116,14 @@ def main(
             raise SslzooError("--private, --revision and --dry-run only apply with --push ORG/REPO.")
         token = hub.resolve_token() if push and not dry_run else None  # fail before any work
         result = export_folder(
-            model, out, to=to, fp16=fp16, overwrite=overwrite, repo_id=push, metrics_log=metrics_log
+            model,
+            out,
+            to=to,
+            fp16=fp16,
+            overwrite=overwrite,
+            repo_id=push,
+            metrics_log=metrics_log,
+            max_shard_size=_shard_size(max_shard_size),
         )
         click.echo(f"Exported {result.name} to {result.folder}")
         for name, size in result.files.items():
@@ -219,6 +237,19 @@ def cards_main(out: Path, runs: Path | None, readme: Path | None) -> None:
     except SslzooError as error:
         raise click.ClickException(_one_line(error)) from error
     click.echo(f"Wrote {len(cards)} model cards and {index}" + (f"; refreshed {readme}" if readme else ""))
+
+
+def _shard_size(text: str | None) -> int | str | None:
+    """Check a --max-shard-size before any work: bytes, or a number with KB, MB, GB or TB (powers of 1000,
+    as huggingface_hub counts them, which parses it)."""
+    if text is None:
+        return None
+    text = text.strip()
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    if re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]B", text, flags=re.IGNORECASE) and float(text[:-2]) > 0:
+        return text
+    raise SslzooError(f"--max-shard-size {text!r}: write a size such as 15MB, 500KB or 2GB.")
 
 
 def _describe_upload(upload: dict) -> str:

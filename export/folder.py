@@ -1,7 +1,7 @@
 """One encoder as a complete Hugging Face Hub repository folder, written all at once or not at all.
 
 The folder holds `config.json` + `model.safetensors` (what `sslzoo.load` and
-`Encoder.from_pretrained` read), `model.onnx` (one file, parity-checked), `README.md` (the model
+`Encoder.from_pretrained` read; or, with `max_shard_size`, safetensors shards and their index), `model.onnx` (one file, parity-checked), `README.md` (the model
 card), `results.json` (measured numbers, file checksums, the ONNX parity report) and, when the
 run's `metrics.jsonl` is at hand, `training_curves.png`. Everything is built and verified in a
 staging folder beside OUT, then moved into place: a failure leaves OUT as it was.
@@ -27,6 +27,7 @@ from sslzoo.encoder import Encoder
 from sslzoo.errors import ConfigError, CorruptWeightsError, SslzooError
 from sslzoo.hub import CONFIG_NAME, HUB_PREFIX, WEIGHTS_NAME, parse_hub_ref
 from sslzoo.loading import sha256_of
+from sslzoo.weight_files import weight_paths, weights_sha256
 
 from .cards import RESULTS_NAME, build_card, model_facts
 from .curves import plot_training_curves
@@ -65,6 +66,7 @@ def export_folder(
     overwrite: bool = False,
     repo_id: str | None = None,
     metrics_log: str | os.PathLike | None = None,
+    max_shard_size: int | str | None = None,
 ) -> ExportResult:
     """Export `model` (registry name, folder, `hf-hub:` id or an `Encoder`) into the folder `out`.
 
@@ -72,7 +74,9 @@ def export_folder(
     weights (about half the size; `sslzoo.load` casts them back to float32) and a half-precision
     ONNX graph with float32 inputs and outputs. `repo_id` is the Hub repository the card's usage
     snippets point at (default: the registry's). `metrics_log` draws training curves into the card;
-    a run's log is found on its own next to `RUN/model/`.
+    a run's log is found on its own next to `RUN/model/`. `max_shard_size` ("15MB", or bytes)
+    writes the weights as safetensors shards of at most that size with their index
+    (`model.safetensors.index.json`), the layout the Hub and `transformers` use.
 
     Refuses (`OutputFolderError`) an `out` that holds anything but an export of the same weights,
     unless `overwrite`. Verifies that the weights load back bit-exactly and that the ONNX graph
@@ -97,13 +101,16 @@ def export_folder(
         stored = copy.deepcopy(encoder).cpu().eval()
         if fp16:
             stored = stored.half()
-        stored.save_pretrained(staging)
-        weights_sha = sha256_of(staging / WEIGHTS_NAME)
+        stored.save_pretrained(staging, max_shard_size=max_shard_size)
+        weights_sha = weights_sha256(staging)
         _check_output(out, weights_sha, overwrite)
         _verify_round_trip(staging, stored)
         onnx_report = export_onnx(encoder, staging / ONNX_NAME, fp16=fp16) if to in ("onnx", "all") else None
+        weights = [path.name for path in weight_paths(staging)]  # model.safetensors, or index + shards
         if to == "onnx":
-            (staging / WEIGHTS_NAME).unlink()
+            for name in weights:
+                (staging / name).unlink()
+            weights = []
 
         if info is not None and not (by_name or info.sha256 == weights_sha):
             # Registry numbers and load instructions describe the published weights; these are others:
@@ -116,7 +123,7 @@ def export_folder(
             else None
         )
         weight_files = [
-            name for name in (CONFIG_NAME, WEIGHTS_NAME, ONNX_NAME, CURVES_NAME) if (staging / name).is_file()
+            name for name in (CONFIG_NAME, *weights, ONNX_NAME, CURVES_NAME) if (staging / name).is_file()
         ]
         results = {
             "name": facts["name"],

@@ -29,8 +29,9 @@ from typing import Any
 
 from sslzoo import registry
 from sslzoo.errors import ConfigError, UnknownModelError, WeightsNotAvailableError
-from sslzoo.hub import CONFIG_NAME, WEIGHTS_NAME
+from sslzoo.hub import CONFIG_NAME
 from sslzoo.loading import sha256_of
+from sslzoo.weight_files import is_sharded, shard_sha256s, weights_sha256
 
 #: Training facts a card shows, as `sslzoo-train` stores them in a model's provenance.
 TRAINING_KEYS = (
@@ -144,8 +145,9 @@ def record_results(
     `metrics` (any form `normalise_metrics` reads; `percent` as there) are merged: a kNN result
     replaces the one with the same (k, t), `linear` replaces `linear`. `training` keys are merged.
     `weights` sets where the published weights are (`bundled`, `hub`, `none`); `weights_file` is
-    the exact file users will download or that ships in the package: its sha256 goes into the
-    entry and `sslzoo.load` checks it on every load.
+    the exact file users will download or that ships in the package, or the model folder that holds
+    it (one `model.safetensors` or shards): its sha256 goes into the entry (for shards, their
+    combined sha256 and each one's in `shards`) and `sslzoo.load` checks it on every load.
     """
     path = Path(registry_file) if registry_file is not None else registry.registry_path()
     data = json.loads(path.read_text())
@@ -167,12 +169,22 @@ def record_results(
         entry["weights"] = weights
         if weights == "none":
             entry["sha256"] = None
+            entry.pop("shards", None)
     if weights_file is not None:
         if entry["weights"] == "none":
             raise ConfigError(
                 f"{name}: say where the weights are published (weights='hub' or 'bundled') with their file."
             )
-        entry["sha256"] = sha256_of(Path(weights_file))
+        weights_path = Path(weights_file)
+        if weights_path.is_dir():
+            entry["sha256"] = weights_sha256(weights_path)
+            if is_sharded(weights_path):
+                entry["shards"] = shard_sha256s(weights_path)
+            else:
+                entry.pop("shards", None)
+        else:
+            entry["sha256"] = sha256_of(weights_path)
+            entry.pop("shards", None)
     _write_json_atomically(path, data)
     registry.clear_cache()
     return registry.ModelInfo(**entry)
@@ -186,16 +198,18 @@ def record_run(
     weights_file: str | os.PathLike | None = None,
     eval_report: Mapping[str, Any] | None = None,
     registry_file: str | os.PathLike | None = None,
+    model_dir: str | os.PathLike | None = None,
 ) -> registry.ModelInfo:
     """Record a finished `sslzoo-train` run (`RUN/model/`, `RUN/config.json`) in the registry.
 
     Metrics come from `eval_report` (e.g. `sslzoo-eval --json`) or else from the provenance the
     run stored with its model; training facts (epochs, batch, GPU time...) from the provenance
-    and the run's resolved recipe. The sha256 is that of `weights_file` (default
-    `RUN/model/model.safetensors`): pass the file you publish if you convert it (e.g. to fp16).
+    and the run's resolved recipe. The sha256 is that of `weights_file` (default: the weights in
+    the model folder): pass the file you publish if you convert it (e.g. to fp16). `model_dir`
+    is the model folder to read and hash instead of `RUN/model/` (the zoo builder's Hub folder).
     """
     run_dir = Path(run_dir)
-    model_dir = run_dir / "model"
+    model_dir = Path(model_dir) if model_dir is not None else run_dir / "model"
     config_path = model_dir / CONFIG_NAME
     if not config_path.is_file():
         raise WeightsNotAvailableError(f"{config_path}: missing; is {run_dir} a finished sslzoo-train run?")
@@ -219,9 +233,7 @@ def record_run(
         metrics=eval_report if eval_report is not None else provenance.get("metrics"),
         training=training,
         weights=weights,
-        weights_file=weights_file
-        if weights_file is not None
-        else (model_dir / WEIGHTS_NAME if weights != "none" else None),
+        weights_file=weights_file if weights_file is not None else (model_dir if weights != "none" else None),
         registry_file=registry_file,
         percent=True,  # sslzoo-train and sslzoo-eval report percentages
     )

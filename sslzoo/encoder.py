@@ -8,13 +8,15 @@ be fed the wrong normalisation and always says where it came from.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub import PyTorchModelHubMixin
+from huggingface_hub import PyTorchModelHubMixin, load_torch_model
 from torch import nn
 
+from . import weight_files
 from .backbones import RESNET_STAGES, num_features, torchvision_resnet
 from .preprocessing import CIFAR10_MEAN, CIFAR10_STD, ImageLike, as_batch, eval_transform
 
@@ -69,6 +71,39 @@ class Encoder(
             "interpolation": self.interpolation,
             "provenance": self.provenance,
         }
+
+    def save_pretrained(
+        self, save_directory: str | Path, *, max_shard_size: int | str | None = None, **kwargs: Any
+    ) -> str | None:
+        """`config.json` and the weights in `save_directory` (plus a README), as huggingface_hub writes them.
+
+        `max_shard_size` ("15MB", "5GB", or bytes) splits the weights into safetensors shards of at
+        most that size, with `model.safetensors.index.json`: the Hub's and `transformers`' layout,
+        for hosts that limit file sizes. `sslzoo.load` reads either layout. Other keywords are
+        `PyTorchModelHubMixin.save_pretrained`'s.
+        """
+        self._max_shard_size = max_shard_size
+        try:
+            return super().save_pretrained(save_directory, **kwargs)
+        finally:
+            self._max_shard_size = None
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        if getattr(self, "_max_shard_size", None) is not None:
+            weight_files.save_state_dict(self.state_dict(), save_directory, self._max_shard_size)
+            return
+        weight_files.remove_shards(save_directory)  # one layout per folder: an old index must not win
+        super()._save_pretrained(save_directory)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, map_location: str = "cpu", strict: bool = False, **kwargs: Any):
+        """`Encoder.from_pretrained(folder)` also reads a sharded folder (huggingface_hub's loader)."""
+        if Path(model_id).is_dir() and weight_files.is_sharded(model_id):
+            hub_keys = ("revision", "cache_dir", "force_download", "local_files_only", "token")
+            model = cls(**{key: value for key, value in kwargs.items() if key not in hub_keys})
+            load_torch_model(model, model_id, strict=strict, map_location=map_location)
+            return model.eval()
+        return super()._from_pretrained(model_id=model_id, map_location=map_location, strict=strict, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_exits(x)[0]

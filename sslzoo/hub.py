@@ -39,12 +39,16 @@ def parse_hub_ref(ref: str) -> tuple[str, str | None]:
 def download_model(repo_id: str, revision: str | None = None) -> Path:
     """Fetch `config.json` and `model.safetensors` of a Hub repo (or find them in the cache).
 
-    Returns the snapshot folder that holds both. Offline and missing repos raise
-    `WeightsNotAvailableError` with the reason, never a bare HTTP error.
+    A repo without `model.safetensors` is read as shards: its `model.safetensors.index.json`,
+    then every shard the index names. Returns the snapshot folder that holds them. Offline and
+    missing repos raise `WeightsNotAvailableError` with the reason, never a bare HTTP error.
     """
     try:
         config = hf_hub_download(repo_id, CONFIG_NAME, revision=revision, library_name="sslzoo")
-        weights = hf_hub_download(repo_id, WEIGHTS_NAME, revision=revision, library_name="sslzoo")
+        try:
+            weights = hf_hub_download(repo_id, WEIGHTS_NAME, revision=revision, library_name="sslzoo")
+        except EntryNotFoundError as single_missing:
+            weights = _download_shards(repo_id, revision, single_missing)
     except LocalEntryNotFoundError as error:
         raise WeightsNotAvailableError(
             f"hf-hub:{repo_id}{'@' + revision if revision else ''} is not in the local Hugging Face cache "
@@ -56,6 +60,19 @@ def download_model(repo_id: str, revision: str | None = None) -> Path:
     if Path(config).parent != folder:  # pragma: no cover - huggingface_hub keeps one snapshot per revision
         raise WeightsNotAvailableError(f"hf-hub:{repo_id}: config and weights resolved to different snapshots.")
     return folder
+
+
+def _download_shards(repo_id: str, revision: str | None, single_missing: EntryNotFoundError) -> str:
+    """The index and shards of a sharded repo; `single_missing` is raised when there is no index either."""
+    from .weight_files import INDEX_NAME, shard_names
+
+    try:
+        index = hf_hub_download(repo_id, INDEX_NAME, revision=revision, library_name="sslzoo")
+    except EntryNotFoundError:
+        raise single_missing from None
+    for name in shard_names(index):
+        hf_hub_download(repo_id, name, revision=revision, library_name="sslzoo")
+    return index
 
 
 def evict_cached_file(path: Path) -> None:

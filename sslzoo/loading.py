@@ -3,11 +3,12 @@
 A registry name is looked up, in order, in the weights bundled with the package, in
 `$SSLZOO_HOME/<name>/`, then on the Hub. Published weights are checked against the sha256 the
 registry records; a file that fails is named in the error and never left in the cache.
+Weights are one `model.safetensors` or shards with their index (`sslzoo.weight_files`); a
+sharded model's registry entry records each shard's sha256 as well, and every one is checked.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from importlib import resources
@@ -18,9 +19,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from . import hub
+from . import weight_files as files
 from .encoder import Encoder
 from .errors import CorruptWeightsError, WeightsNotAvailableError
 from .registry import ModelInfo, model_info
+from .weight_files import sha256_of
 
 HOME_ENV = "SSLZOO_HOME"
 
@@ -33,14 +36,6 @@ def sslzoo_home() -> Path:
 def bundled_weights_dir(name: str) -> Path:
     """Folder of the weights shipped inside the package for `name` (may not exist)."""
     return Path(str(resources.files("sslzoo").joinpath("weights", name)))
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load(ref: str | os.PathLike, device: str | torch.device = "cpu") -> Encoder:
@@ -64,11 +59,13 @@ def load(ref: str | os.PathLike, device: str | torch.device = "cpu") -> Encoder:
 
 def _load_registered(info: ModelInfo, device: str | torch.device) -> Encoder:
     for folder in (bundled_weights_dir(info.name), sslzoo_home() / info.name):
-        if (folder / hub.WEIGHTS_NAME).is_file():
-            return _load_checked(folder, device, expected_sha256=info.sha256)
+        if any((folder / name).is_file() for name in (hub.WEIGHTS_NAME, files.INDEX_NAME)):
+            return _load_checked(folder, device, expected_sha256=info.sha256, expected_shards=info.shards)
     if info.weights == "hub":
         folder = hub.download_model(info.hub_repo)
-        return _load_checked(folder, device, expected_sha256=info.sha256, evict_on_failure=True)
+        return _load_checked(
+            folder, device, expected_sha256=info.sha256, expected_shards=info.shards, evict_on_failure=True
+        )
     supervised = " (uses labels)" if info.supervised else ""
     raise WeightsNotAvailableError(
         f"{info.name} has not been trained yet, so no weights exist to load. Train it{supervised} with\n"
@@ -83,26 +80,35 @@ def _load_checked(
     device: str | torch.device,
     expected_sha256: str | None,
     evict_on_failure: bool = False,
+    expected_shards: dict[str, str] | None = None,
 ) -> Encoder:
-    config_path, weights_path = folder / hub.CONFIG_NAME, folder / hub.WEIGHTS_NAME
+    sharded = files.is_sharded(folder)
+    config_path = folder / hub.CONFIG_NAME
+    weights_path = folder / (files.INDEX_NAME if sharded else hub.WEIGHTS_NAME)
     for path in (config_path, weights_path):
         if not path.is_file():
-            raise WeightsNotAvailableError(f"{path}: missing; an sslzoo model folder holds config.json and model.safetensors.")
+            raise WeightsNotAvailableError(
+                f"{path}: missing; an sslzoo model folder holds config.json and model.safetensors "
+                f"(or {files.INDEX_NAME} and its shards)."
+            )
+    weight_paths = [weights_path]
     try:
-        if expected_sha256 is not None:
-            actual = sha256_of(weights_path)
-            if actual != expected_sha256:
-                raise CorruptWeightsError(weights_path, f"sha256 {actual} does not match the registry's {expected_sha256}.")
+        if sharded:
+            weight_paths = files.weight_paths(folder)
+        _check_weight_hashes(folder, sharded, expected_sha256, expected_shards or {})
         try:
             config = json.loads(config_path.read_text())
             if not isinstance(config, dict):
                 raise ValueError("not a JSON object")
         except ValueError as error:
             raise CorruptWeightsError(config_path, f"not a valid sslzoo config ({error}).") from error
-        try:
-            state = load_file(weights_path)
-        except (SafetensorError, OSError, ValueError) as error:
-            raise CorruptWeightsError(weights_path, f"not a readable safetensors file ({error}).") from error
+        if sharded:
+            state = files.load_sharded(folder)
+        else:
+            try:
+                state = load_file(weights_path)
+            except (SafetensorError, OSError, ValueError) as error:
+                raise CorruptWeightsError(weights_path, f"not a readable safetensors file ({error}).") from error
         try:
             encoder = Encoder(**config)
         except TypeError as error:
@@ -112,9 +118,44 @@ def _load_checked(
         except RuntimeError as error:
             first = str(error).strip().splitlines()[0]
             raise CorruptWeightsError(weights_path, f"weights do not match config.json ({first}).") from error
-    except CorruptWeightsError:
-        if evict_on_failure:
-            hub.evict_cached_file(weights_path)
+    except CorruptWeightsError as error:
+        if evict_on_failure:  # the file at fault, or every weight file when the fault is the set
+            for path in [error.path] if error.path in weight_paths else weight_paths:
+                hub.evict_cached_file(path)
         raise
     return encoder.to(device).eval()
 
+
+def _check_weight_hashes(
+    folder: Path, sharded: bool, expected_sha256: str | None, expected_shards: dict[str, str]
+) -> None:
+    """The registry's checksums: of the weights (`weight_files.weights_sha256`) and of every shard."""
+    if expected_sha256 is None and not expected_shards:
+        return
+    if not sharded:
+        path = folder / hub.WEIGHTS_NAME
+        if expected_shards:
+            raise CorruptWeightsError(
+                path, f"the registry records these weights as {len(expected_shards)} shards, not one file."
+            )
+        actual = sha256_of(path)
+        if actual != expected_sha256:
+            raise CorruptWeightsError(path, f"sha256 {actual} does not match the registry's {expected_sha256}.")
+        return
+    index = folder / files.INDEX_NAME
+    names = files.shard_names(index)
+    if expected_shards and set(names) != set(expected_shards):
+        raise CorruptWeightsError(index, f"names the shards {names}; the registry records {sorted(expected_shards)}.")
+    hashes = {}
+    for name in names:
+        path = folder / name
+        if not path.is_file():
+            raise CorruptWeightsError(path, f"missing; {files.INDEX_NAME} names it as a shard of these weights.")
+        hashes[name] = sha256_of(path)
+        if expected_shards and hashes[name] != expected_shards[name]:
+            raise CorruptWeightsError(
+                path, f"sha256 {hashes[name]} does not match the registry's {expected_shards[name]}."
+            )
+    actual = files.combined_sha256(hashes)
+    if expected_sha256 is not None and actual != expected_sha256:
+        raise CorruptWeightsError(index, f"the shards' sha256 {actual} does not match the registry's {expected_sha256}.")

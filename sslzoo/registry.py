@@ -3,6 +3,8 @@
 Each entry records where its weights are (`bundled` with the package, on the `hub`, or `none`
 yet), the sha256 of the published weights file, its recipe and its measured metrics. Metrics
 live here and only here; model cards and the README tables are generated from this file.
+Weights published as shards record the sha256 of their index in `sha256` and of each shard in
+`shards` (file name -> sha256); `sslzoo.load` checks them all.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class ModelInfo:
     hub_repo: str
     weights: str = "none"
     sha256: str | None = None
+    shards: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
 
