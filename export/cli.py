@@ -163,10 +163,10 @@ def tools() -> None:
 )
 @click.option(
     "--weights-file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=click.Path(exists=True, path_type=Path),
     default=None,
-    help="The exact file published (its sha256 is checked on every load); "
-    "default RUN_DIR/model/model.safetensors.",
+    help="The exact file published, or the folder that holds it (one file or shards; every sha256 is "
+    "checked on each load); default: the weights in RUN_DIR/model/.",
 )
 @click.option(
     "--eval-json",
@@ -181,6 +181,27 @@ def tools() -> None:
     default=None,
     help="The zoo.json to update; default: the one sslzoo reads (sslzoo/zoo.json in a source checkout).",
 )
+@click.option(
+    "--cards",
+    "cards_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("model_cards"),
+    show_default=True,
+    help="For a builder's RUNS folder: where the model cards and the zoo table are rewritten.",
+)
+@click.option(
+    "--readme",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="For a builder's RUNS folder: the README whose zoo table is refreshed [default: ./README.md if "
+    "it has the zoo markers].",
+)
+@click.option(
+    "--allow-stand-ins",
+    is_flag=True,
+    help="For a builder's RUNS folder: also record entries trained on the fake dataset in place of "
+    "their own (tests and demos only; never for published numbers).",
+)
 def record_main(
     run_dir: Path,
     name: str | None,
@@ -188,9 +209,30 @@ def record_main(
     weights_file: Path | None,
     eval_json: Path | None,
     registry_file: Path | None,
+    cards_dir: Path,
+    readme: Path | None,
+    allow_stand_ins: bool,
 ) -> None:
-    """Copy a finished training run's results (metrics, training facts, sha256) into the registry."""
+    """Copy finished training results (metrics, training facts, sha256) into the registry.
+
+    \b
+    RUN_DIR is one sslzoo-train run (its RUN/model/ is recorded), or a RUNS folder built by
+    sslzoo-train --plan: then every finished entry is recorded, with the checksums of its
+    RUNS/NAME/hub/ weights, and the model cards, model_cards/README.md and the README's zoo
+    table are regenerated.
+    """
+    from sslzoo.train.build_folder import BuildFolder
+
     try:
+        if BuildFolder(run_dir).is_build():
+            single = {"--name": name, "--weights-file": weights_file, "--eval-json": eval_json}
+            given = [flag for flag, value in single.items() if value is not None]
+            if registry_file is not None and registry_file.resolve() != registry.registry_path().resolve():
+                given.append("--registry")  # cards and tables are generated from the registry sslzoo reads
+            if given:
+                raise SslzooError(f"{', '.join(given)}: only for one run; {run_dir} is a plan's RUNS folder.")
+            _record_build(run_dir, weights, cards_dir, readme, allow_stand_ins)
+            return
         report = json.loads(eval_json.read_text()) if eval_json else None
         info = record_run(
             run_dir,
@@ -205,6 +247,29 @@ def record_main(
     click.echo(
         f"Recorded {info.name}: weights={info.weights}, sha256={info.sha256}, "
         f"metrics={json.dumps(info.metrics)}"
+    )
+
+
+def _record_build(runs: Path, weights: str, cards_dir: Path, readme: Path | None, allow_stand_ins: bool) -> None:
+    from .record_build import record_build
+    from .zoo_table import START_MARKER
+
+    if readme is None and Path("README.md").is_file() and START_MARKER in Path("README.md").read_text():
+        readme = Path("README.md")
+    result = record_build(
+        runs, weights=weights, cards_dir=cards_dir, readme=readme, allow_stand_ins=allow_stand_ins
+    )
+    for info in result.recorded:
+        shards = f", {len(info.shards)} shards" if info.shards else ""
+        click.echo(f"Recorded {info.name}: weights={info.weights}{shards}, sha256={info.sha256}")
+    if result.skipped:
+        click.echo(
+            f"Skipped {len(result.skipped)} stand-in entr{'y' if len(result.skipped) == 1 else 'ies'} trained on "
+            f"fake data ({', '.join(result.skipped)}); --allow-stand-ins records them.",
+            err=True,
+        )
+    click.echo(
+        f"Wrote {len(result.cards)} model cards and {result.index}" + (f"; refreshed {readme}" if readme else "")
     )
 
 

@@ -199,6 +199,7 @@ def record_run(
     eval_report: Mapping[str, Any] | None = None,
     registry_file: str | os.PathLike | None = None,
     model_dir: str | os.PathLike | None = None,
+    allow_stand_in: bool = False,
 ) -> registry.ModelInfo:
     """Record a finished `sslzoo-train` run (`RUN/model/`, `RUN/config.json`) in the registry.
 
@@ -207,6 +208,7 @@ def record_run(
     and the run's resolved recipe. The sha256 is that of `weights_file` (default: the weights in
     the model folder): pass the file you publish if you convert it (e.g. to fp16). `model_dir`
     is the model folder to read and hash instead of `RUN/model/` (the zoo builder's Hub folder).
+    `allow_stand_in` lets a run on the fake dataset stand in for the entry's own (tests, demos).
     """
     run_dir = Path(run_dir)
     model_dir = Path(model_dir) if model_dir is not None else run_dir / "model"
@@ -222,7 +224,7 @@ def record_run(
         raise ConfigError(
             f"{config_path}: the provenance names no method and dataset; pass the registry name."
         )
-    _check_run_matches(name, config, registry_file)
+    _check_run_matches(name, config, registry_file, allow_stand_in)
     training: dict[str, Any] = {}
     for source in (provenance, provenance.get("config") or {}, recipe):  # the stored facts, then the recipe
         for key in TRAINING_KEYS:
@@ -239,7 +241,9 @@ def record_run(
     )
 
 
-def _check_run_matches(name: str, config: Mapping[str, Any], registry_file: str | os.PathLike | None) -> None:
+def _check_run_matches(
+    name: str, config: Mapping[str, Any], registry_file: str | os.PathLike | None, allow_stand_in: bool = False
+) -> None:
     """Refuse to file a run's numbers under a model it is not (another dataset, backbone or method)."""
     path = Path(registry_file) if registry_file is not None else registry.registry_path()
     entry = next((entry for entry in json.loads(path.read_text())["models"] if entry["name"] == name), None)
@@ -251,6 +255,8 @@ def _check_run_matches(name: str, config: Mapping[str, Any], registry_file: str 
         "backbone": config.get("backbone"),
         "dataset": provenance.get("dataset"),
     }
+    if allow_stand_in and run["dataset"] == "fake":
+        run["dataset"] = None  # random images standing in for the entry's dataset
     different = [
         f"{key} {value} (not {entry[key]})" for key, value in run.items() if value and value != entry[key]
     ]

@@ -79,9 +79,11 @@ class Encoder(
 
         `max_shard_size` ("15MB", "5GB", or bytes) splits the weights into safetensors shards of at
         most that size, with `model.safetensors.index.json`: the Hub's and `transformers`' layout,
-        for hosts that limit file sizes. `sslzoo.load` reads either layout. Other keywords are
-        `PyTorchModelHubMixin.save_pretrained`'s.
+        for hosts that limit file sizes. `sslzoo.load` reads either layout. `config.json` is the
+        encoder's current `config` (its provenance as it is now, not as it was built). Other
+        keywords are `PyTorchModelHubMixin.save_pretrained`'s.
         """
+        kwargs.setdefault("config", self.config)
         self._max_shard_size = max_shard_size
         try:
             return super().save_pretrained(save_directory, **kwargs)

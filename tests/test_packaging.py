@@ -48,6 +48,7 @@ def test_wheel_installs_nothing_but_sslzoo(tmp_path):
     for asset in ("cifar10_gallery.safetensors", "cifar10_gallery.json"):
         assert f"sslzoo/serve/assets/{asset}" in names
     assert any(name.startswith("sslzoo/train/recipes/") and name.endswith(".toml") for name in names)
+    assert "sslzoo/train/plans/zoo.toml" in names  # `sslzoo-train --plan zoo` works from an install
     entry_points = zipfile.ZipFile(wheel).read(f"sslzoo-{sslzoo.__version__}.dist-info/entry_points.txt").decode()
     for script in ("sslzoo-train", "sslzoo-eval", "sslzoo-export", "sslzoo-serve"):
         assert script in entry_points

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,23 @@ Any setting can also be changed with --set KEY=VALUE (repeatable; values are TOM
 \b
 Top-level keys: {", ".join(settable_keys())}.
 \b
+A plan builds many zoo entries in priority order (train/plans/*.toml), in as many calls as it takes:
+  sslzoo-train --plan zoo --out runs/zoo --data-dir data --budget-minutes 25
+exits 75 when it stopped with more to do (run it again), 0 when every entry is finished.
+
 Examples:
   sslzoo-train --method simclr --dataset cifar10 --out runs/simclr-c10
   sslzoo-train --method byol --dataset fake --max-steps 5 --device cpu --out /path/to/smoke
   sslzoo-train --resume --out runs/simclr-c10
   torchrun --nproc_per_node 4 -m sslzoo.train --method mocov2 --dataset cifar100 --out runs/m
+  sslzoo-train --plan zoo --out runs/zoo --dry-run
 """
+
+#: `sslzoo-train`'s exit status when it stopped cleanly with more to do (EX_TEMPFAIL): call it again.
+EXIT_MORE_TO_DO = 75
+#: Options a plan sets per entry; the others apply to every entry of a plan.
+_PER_ENTRY_OPTIONS = ("method", "plugins", "backbone", "dataset", "epochs", "batch_size", "lr", "seed")
+_PER_ENTRY_OPTIONS += ("resume", "max_steps", "knn_every", "sets")
 
 
 @click.command(
@@ -127,6 +139,26 @@ Examples:
     metavar="KEY=VALUE",
     help="Override any configuration key (repeatable); see below.",
 )
+@click.option(
+    "--plan",
+    metavar="PLAN",
+    help="Build the zoo entries of a plan into --out, in order: a plan file, or a shipped plan's name "
+    "(zoo: the twenty CIFAR ResNet-18 models). Each entry is trained (resumed from its checkpoint), "
+    "evaluated, exported to OUT/NAME/hub/ and recorded in OUT/results.json. --device, --precision, "
+    "--compile, --data-dir and --download apply to every entry.",
+)
+@click.option(
+    "--budget-minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    help="With --plan: stop cleanly (checkpoint written, exit status 75) before this much wall time has "
+    "passed, keeping time for the evaluation and export of an entry it finishes [default: no limit].",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="With --plan: list each entry's state and the time left, estimated from the measured "
+    "throughput of earlier entries; train nothing.",
+)
 def train_main(
     method: str | None,
     plugins: tuple[str, ...],
@@ -146,6 +178,9 @@ def train_main(
     max_steps: int | None,
     knn_every: int | None,
     sets: tuple[str, ...],
+    plan: str | None,
+    budget_minutes: float | None,
+    dry_run: bool,
 ) -> None:
     """Pretrain an encoder with a self-supervised (or supervised contrastive) method.
 
@@ -172,7 +207,22 @@ def train_main(
         "max_steps": max_steps,
         "knn_every": knn_every,
     }
-    command = _command_line(click.get_current_context())
+    ctx = click.get_current_context()
+    command = _command_line(ctx)
+    if plan is not None:
+        source = click.core.ParameterSource.COMMANDLINE
+        given = [
+            param.opts[0]
+            for param in ctx.command.params
+            if param.name in _PER_ENTRY_OPTIONS and ctx.get_parameter_source(param.name) is source
+        ]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: with --plan, each entry sets these in the plan file.")
+        runtime = {k: options[k] for k in ("device", "precision", "compile", "data_dir", "download")}
+        _run_plan(plan, out, budget_minutes, dry_run, runtime, command)
+        return
+    if budget_minutes is not None or dry_run:
+        raise click.UsageError("--budget-minutes and --dry-run apply to --plan.")
     try:
         if resume:
             overrides = {k: v for k, v in options.items() if v is not None}
@@ -202,6 +252,86 @@ def train_main(
     click.echo(
         f"Trained {result.step} steps. Model: {result.model_dir}" + (f" ({summary})" if summary else "")
     )
+
+
+def _run_plan(
+    plan_ref: str, out: Path, budget_minutes: float | None, dry_run: bool, runtime: dict[str, Any], command: str
+) -> None:
+    """`--plan`: the dry-run table, or one call of the builder; exits 75 while there is more to do."""
+    from tqdm.auto import tqdm
+
+    from .budget import process_age
+    from .builder import build, plan_status
+    from .plans import load_plan
+
+    try:
+        plan = load_plan(plan_ref)
+        if dry_run:
+            click.echo(_describe_status(plan, out, plan_status(plan, out, runtime), budget_minutes))
+            return
+        outcome = build(
+            plan,
+            out,
+            budget_minutes=budget_minutes,
+            runtime=runtime,
+            say=tqdm.write,
+            command=command,
+            already_spent=process_age() if _started_as_command() else 0.0,
+        )
+    except SslzooError as error:
+        raise click.ClickException(str(error)) from error
+    if outcome.done:
+        click.echo(
+            f"Plan finished: {len(plan.entries)} entries in {out / 'results.json'}. Record them in the zoo with: "
+            f"python -m sslzoo.export record {shlex.quote(str(out))}"
+        )
+        return
+    why = "SIGTERM" if outcome.reason == "sigterm" else "the time budget"
+    click.echo(
+        f"Stopped by {why} in {outcome.stopped_at}, checkpoint written; run the same command again to continue.",
+        err=True,
+    )
+    click.get_current_context().exit(EXIT_MORE_TO_DO)
+
+
+def _started_as_command() -> bool:
+    """This process was started to run sslzoo-train (not a Python session that calls it): then the
+    budget also covers its start-up and imports."""
+    return Path(sys.argv[0]).name in ("sslzoo-train", "__main__.py")
+
+
+def _describe_status(plan: Any, out: Path, statuses: list[Any], budget_minutes: float | None) -> str:
+    finished = sum(status.state == "finished" for status in statuses)
+    lines = [f"Plan {plan.path} into {out}: {len(statuses)} entries, {finished} finished."]
+    width = max(len(status.name) for status in statuses)
+    states = {"finished": "finished", "evaluate": "to evaluate", "resume": "in progress", "start": "to start"}
+    known, unknown, elapsed = 0.0, 0, 0.0
+    for number, status in enumerate(statuses, start=1):
+        if status.state == "finished":
+            when = ""
+        elif status.estimate_seconds is None:
+            unknown += 1
+            when = "time: not yet measured"
+        else:
+            known += status.estimate_seconds
+            elapsed += status.estimate_seconds
+            fits = budget_minutes is not None and elapsed <= 60 * budget_minutes
+            when = f"~{_duration(status.estimate_seconds)}" + (" (fits this budget)" if fits else "")
+        steps = f"{status.step:,}/{status.total_steps:,} steps"
+        lines.append(f"{number:>3}  {status.name:<{width}}  {states[status.state]:<11}  {steps:>20}  {when}")
+    left = [f"~{_duration(known)} for the entries measured so far"] if known else []
+    if unknown:
+        left.append(
+            f"{unknown} entr{'y' if unknown == 1 else 'ies'} without a measured throughput yet "
+            "(estimates appear once an entry of the same method, or any entry, has trained)"
+        )
+    if left:
+        lines.append("Time left: " + "; ".join(left) + ".")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
 def _command_line(ctx: click.Context) -> str:
