@@ -197,6 +197,29 @@ def test_an_entry_trained_but_not_recorded_is_evaluated_and_exported_without_tra
 
 
 @pytest.mark.slow
+def test_the_command_exits_75_while_there_is_more_to_do_and_its_dry_run_says_what(reference, tmp_path):
+    runs = tmp_path / "R"
+    shutil.copytree(reference / NAMES[0], runs / NAMES[0])
+    (runs / "results.json").write_text(
+        json.dumps({"format": "sslzoo-zoo-build", "version": 1, "entries": {NAMES[0]: records(reference)[NAMES[0]]}})
+    )
+    plan = tiny_plan(tmp_path / "plan.toml")
+    # A budget smaller than any step: the call still takes one (repeated calls always progress), then stops.
+    result = CliRunner().invoke(
+        train_main, ["--plan", str(plan), "--out", str(runs), "--device", "cpu", "--budget-minutes", "0.001"]
+    )
+    assert result.exit_code == 75, result.output
+    assert f"Stopped by the time budget in {NAMES[1]}" in result.output
+    assert torch.load(runs / NAMES[1] / "checkpoint.pt", weights_only=True)["step"] == 1
+    dry = CliRunner().invoke(train_main, ["--plan", str(plan), "--out", str(runs), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    rows = {line.split()[1]: line for line in dry.output.splitlines() if line[:3].strip().isdigit()}
+    assert "finished" in rows[NAMES[0]] and "in progress" in rows[NAMES[1]] and "1/4 steps" in rows[NAMES[1]]
+    assert "to start" in rows[NAMES[2]] and "~" in rows[NAMES[1]]  # estimated from the measured entry
+    assert not (runs / NAMES[2]).exists()  # a dry run trains nothing
+
+
+@pytest.mark.slow
 def test_recording_the_runs_folder_fills_a_blank_registry_with_the_measured_numbers(reference, zoo_json, tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# zoo\n\n<!-- zoo:start -->\nold table\n<!-- zoo:end -->\n")

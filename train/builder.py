@@ -17,7 +17,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -156,8 +156,15 @@ class Builder:
         self._worked = True
         command = entry.command(run.path, self.runtime)
         if run.checkpoint.is_file():
-            overrides = {**self.runtime, "epochs": entry.epochs}
-            return resume(run.path, overrides, command=command, progress=self._bar(entry), stop_when=stop)
+            try:  # the plan's settings of the entry: the runtime ones apply, any other must not have changed
+                return resume(
+                    run.path, asdict(config), command=command, progress=self._bar(entry), stop_when=stop
+                )
+            except ConfigError as error:
+                raise ConfigError(
+                    f"{entry.name}: the plan no longer describes the run in progress in {run.path} ({error}) "
+                    f"Restore the entry's settings in {self.plan.path}, or delete {run.path} to start it over."
+                ) from None
         return train(config, run.path, command=command, progress=self._bar(entry), stop_when=stop)
 
     def _export(self, entry: PlanEntry, report: dict[str, Any]) -> Path:
@@ -264,6 +271,8 @@ def build(
     """
     if budget_minutes is not None and budget_minutes <= 0:
         raise ConfigError(f"--budget-minutes must be positive, got {budget_minutes}.")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("Run sslzoo-train --plan in one process, not under torchrun: it evaluates and exports too.")
     return Builder(
         plan,
         runs,
@@ -328,7 +337,6 @@ def plan_status(
 ) -> list[EntryStatus]:
     """Where every entry of `plan` stands in `runs`, with the time left from measured throughput."""
     from .checkpoint import load_checkpoint
-    from .datasets import DATASETS  # noqa: F401  (the plan already checked the names)
 
     folder = BuildFolder(runs)
     records = folder.records()
