@@ -16,8 +16,8 @@ def tiny_config(method: str = "mocov2"):
     return resolve_config(
         method,
         "fake",
-        options={"batch_size": 8, "epochs": 2, "device": "cpu"},
-        sets=["fake_size=24", "fake_test_size=8"],
+        options={"batch_size": 4, "epochs": 2, "device": "cpu"},
+        sets=["fake_size=12", "fake_test_size=8", "input_size=16"],
     )
 
 

@@ -85,7 +85,7 @@ class Builder:
 
     def run(self) -> BuildOutcome:
         outcome = BuildOutcome()
-        with StopRequest() as sigterm:  # SIGTERM outside training: stop after the current entry's step
+        with StopRequest() as sigterm:  # SIGTERM outside training: stop once the current entry is recorded
             for entry in self.plan.entries:
                 if self.folder.is_finished(entry.name):
                     continue
