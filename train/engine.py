@@ -192,19 +192,14 @@ class Trainer:
                 self.stats.add(loss, logs)
                 self.step += 1
                 bar.update(1)
-                if (
-                    self.step % config.log_every == 0
-                    or self.step % per_epoch == 0
-                    or self.step == self.end_step
-                ):
+                logging_step = self.step % config.log_every == 0
+                if logging_step or self.step % per_epoch == 0 or self.step == self.end_step:
                     self.runtime.sync()  # so the step times include the GPU work queued so far
                 now = time.perf_counter()
                 self.stats.seconds += now - tick
                 due = time.monotonic() - last_checkpoint > 60 * config.checkpoint_minutes
                 stop_now, checkpoint_now = self._agree(stop.check(self.step, self.end_step), due)
-                if (
-                    self.step % config.log_every == 0 or self.runtime.device.type != "cuda"
-                ):  # no sync off CUDA
+                if logging_step or self.runtime.device.type != "cuda":  # reading the loss syncs a GPU
                     bar.set_postfix(self._postfix(epoch), refresh=False)
                 if stop_now:
                     bar.close()
