@@ -4,5 +4,6 @@
 - `sslzoo.export.folder`: `export_folder`, the complete Hub repository folder behind `sslzoo-export`.
 - `sslzoo.export.cards`, `.zoo_table`, `.curves`: model cards, the zoo table, training curves.
 - `sslzoo.export.results`: `record_run` / `record_results`, the one writer of measured numbers.
+- `sslzoo.export.record_build`: `record_build`, every finished entry of a zoo build (`sslzoo-train --plan`).
 Uploads go through `sslzoo.hub.upload_folder`, the one module that talks to the Hub.
 """
