@@ -112,10 +112,10 @@ def test_parse_set_reads_toml_values_and_falls_back_to_strings():
         (["no_such_key=1"], "Unknown key"),
         (["augment.sharpen=0.5"], "Unknown augmentation"),
         (["augment.view2.sharpen=0.5"], "Unknown augmentation"),
-        (["optimizer=adam"], "not one of"),
-        (["epochs=1.5"], "integer"),
-        (["compile=1"], "true or false"),
-        (["batch_size=0"], "at least 1"),
+        (["optimizer=adam"], "expected one of 'sgd', 'lars'"),
+        (["epochs=1.5"], "expected a whole number"),
+        (["compile=1"], "expected true or false"),
+        (["batch_size=0"], "expected a whole number >= 1"),
     ],
 )
 def test_bad_settings_name_the_problem(sets, message):

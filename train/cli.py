@@ -23,8 +23,9 @@ Any setting can also be changed with --set KEY=VALUE (repeatable; values are TOM
   --set augment.view2.solarize=0.2  an augmentation of view 2 only
   --set knn_bank_size=5000          kNN monitor on 5000 training images (0 = all)
   --set knn_test_size=1000          ... and 1000 test images (0 = all)
-  --set checkpoint_minutes=10       checkpoint at least this often (and every epoch)
+  --set checkpoint_minutes=10       checkpoint at least this often (and every epoch; 0 = every step)
   --set workers=8                   DataLoader workers for image folders
+Every value is checked against its type and range before any data loads.
 \b
 Top-level keys: {", ".join(settable_keys())}.
 \b

@@ -5,6 +5,7 @@ What it guarantees:
   for in-memory datasets; image folders stream through a DataLoader into the same augmentation;
 - the data order is a function of (seed, epoch) and every random state is checkpointed, so a run
   killed and resumed on a CPU ends with the same weights as one that never stopped;
+- a configuration is checked against every limit (`recipes.LIMITS`) before anything loads;
 - `OUT/checkpoint.pt` is replaced atomically at every epoch end, every `checkpoint_minutes`, and on
   SIGTERM or when a `stop_when` hook asks (then the run stops cleanly); `OUT/metrics.jsonl` gets
   one line per epoch;
@@ -24,7 +25,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ from .feeding import BatchFeeder, DatasetSource, local_batch_size, worker_count
 from .metrics import EpochStats, RunClock, epoch_record
 from .monitor import HEADLINE, KnnMonitor
 from .provenance import training_provenance
-from .recipes import TrainConfig, config_from_json
+from .recipes import TrainConfig, config_from_json, replace_checked
 from .run_folder import RunFolder
 from .runtime import Runtime, StopRequest, seed_everything
 from .stepping import Stepper
@@ -103,6 +104,8 @@ def train(
     `progress` shows a tqdm bar (a string names it); `stop_when(step, end_step)` may end the run
     early and resumably, as SIGTERM does (a time budget uses it).
     """
+    if method_factory is None:  # a configuration built in Python gets the checks of a resolved recipe
+        config = replace_checked(config, {})
     folder = RunFolder(out)
     existing = folder.holds_run()
     if existing is not None:
@@ -143,7 +146,7 @@ def resume(
             f"--resume continues the run as it was configured; {refused} cannot change "
             f"(the checkpoint has {stored}). Start a new run in another --out to change them."
         )
-    config = replace(config, **{k: v for k, v in overrides.items() if k in RESUME_OVERRIDABLE})
+    config = replace_checked(config, {k: v for k, v in overrides.items() if k in RESUME_OVERRIDABLE})
     return Trainer(config, folder, checkpoint, command, method_factory, progress, stop_when).run()
 
 

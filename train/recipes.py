@@ -8,6 +8,10 @@ starts from another recipe (a plug-in recipe from its host's).
 
 Resolution order, later wins: recipe top level, its `[dataset.<name>]` table, the dataset's own
 facts (input size, mean/std, stem), the named command-line options, then `--set key=value`.
+
+Every key has a type and a range (`LIMITS`, `AUGMENT_LIMITS`, and each method class's
+`hparam_limits`), checked when the configuration is resolved, before any data loads: a bad value
+is refused with one line naming the key, the value and what is allowed.
 """
 
 from __future__ import annotations
@@ -21,9 +25,25 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from sslzoo.backbones import BACKBONES, STEMS
 from sslzoo.errors import ConfigError
+from sslzoo.limits import (
+    Flag,
+    Limit,
+    ListOf,
+    NamedNumbers,
+    Table,
+    Text,
+    between,
+    non_negative,
+    one_of,
+    positive,
+    probability,
+    whole,
+)
+from sslzoo.methods import PLUGIN_NAMES, validate_hparams
 
-from .datasets import dataset_facts
+from .datasets import DATASETS, dataset_facts
 
 #: Settings of one augmented view; every key of `[augment]` must be one of these.
 AUGMENT_DEFAULTS: dict[str, Any] = {
@@ -36,6 +56,25 @@ AUGMENT_DEFAULTS: dict[str, Any] = {
     "blur": 0.0,  # probability of a Gaussian blur
     "blur_sigma": [0.1, 2.0],  # blur sigma range (pixels)
     "solarize": 0.0,  # probability of solarising (threshold 0.5)
+}
+#: What each augmentation setting may be (kornia's ranges).
+AUGMENT_LIMITS: dict[str, Limit] = {
+    "crop_scale": ListOf(between(0, 1, low_open=True), length=2, ordered=True, meaning="of the image's area"),
+    "crop_ratio": ListOf(positive(), length=2, ordered=True, meaning="width / height"),
+    "hflip": probability(),
+    "jitter": NamedNumbers(
+        (
+            ("brightness", non_negative()),
+            ("contrast", non_negative()),
+            ("saturation", non_negative()),
+            ("hue", between(0, 0.5)),
+        )
+    ),
+    "jitter_p": probability(),
+    "grayscale": probability(),
+    "blur": probability(),
+    "blur_sigma": ListOf(positive(), length=2, ordered=True, meaning="in pixels"),
+    "solarize": probability(),
 }
 
 
@@ -111,11 +150,50 @@ class TrainConfig:
         return data
 
 
-_CHOICES = {
-    "optimizer": ("sgd", "lars"),
-    "lr_scaling": ("linear", "sqrt", "none"),
-    "precision": ("auto", "fp32", "bf16", "fp16"),
-    "stem": ("cifar", "imagenet"),
+#: What each `TrainConfig` field may be. A field missing here is checked by its type alone (true or
+#: false, a string); every number has its range here.
+LIMITS: dict[str, Limit] = {
+    "method": Text(),
+    "dataset": one_of(DATASETS),
+    "plugins": ListOf(one_of(PLUGIN_NAMES)),
+    "recipe": Text(),
+    "description": Text(),
+    "sources": ListOf(Text()),
+    "backbone": one_of(sorted(BACKBONES)),
+    "stem": one_of(STEMS),
+    "input_size": whole(8, 4096),  # pixels: enough for a ResNet, few enough to fit in memory
+    "mean": ListOf(between(0, 1), length=3, meaning="one per RGB channel, for pixels in [0, 1]"),
+    "std": ListOf(
+        between(0, 1, low_open=True), length=3, meaning="one per RGB channel, for pixels in [0, 1]"
+    ),
+    "interpolation": one_of(("bilinear", "bicubic", "nearest", "nearest-exact")),
+    "hparams": Table(),  # each method's `hparam_limits`
+    "augment": Table(),  # `AUGMENT_LIMITS`
+    "epochs": whole(1),
+    "batch_size": whole(1),
+    "optimizer": one_of(("sgd", "lars")),
+    "lr": positive(),
+    "lr_batch": whole(1),
+    "lr_scaling": one_of(("linear", "sqrt", "none")),
+    "momentum": between(0, 1, high_open=True),
+    "weight_decay": non_negative(),
+    "lars_eta": positive(),
+    "warmup_epochs": non_negative(),
+    "warmup_start_factor": probability(),
+    "min_lr_factor": probability(),
+    "knn_every": whole(0),  # 0: never
+    "knn_bank_size": whole(0),  # 0: all
+    "knn_test_size": whole(0),  # 0: all
+    "log_every": whole(1),
+    "checkpoint_minutes": non_negative(),  # 0: after every step
+    "seed": whole(0, 2**32 - 1),
+    "device": Text(),  # checked against the machine when training starts
+    "precision": one_of(("auto", "fp32", "bf16", "fp16")),
+    "max_steps": whole(0),  # 0: no limit
+    "data_dir": Text(optional=True),
+    "workers": whole(0),
+    "fake_size": whole(1),
+    "fake_test_size": whole(1),
 }
 #: Keys a recipe file may hold besides `TrainConfig` fields.
 _RECIPE_ONLY = ("inherits", "dataset")
@@ -219,6 +297,11 @@ def settable_keys() -> list[str]:
     return [f.name for f in fields(TrainConfig)]
 
 
+def replace_checked(config: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
+    """`config` with `changes` (top-level keys), checked like a resolved configuration."""
+    return _build({**asdict(config), **changes})
+
+
 def _assign(config: dict[str, Any], path: list[str], value: Any) -> None:
     target = config
     for part in path[:-1]:
@@ -253,45 +336,38 @@ def _check_keys(config: dict[str, Any], where: str, recipe: bool) -> None:
 
 
 def _build(values: dict[str, Any]) -> TrainConfig:
+    """A `TrainConfig` of `values`, each checked against its limit (`ConfigError` names the first bad one)."""
     hints = typing.get_type_hints(TrainConfig)
-    coerced = {name: _coerce(name, value, hints[name]) for name, value in values.items()}
-    for name, choices in _CHOICES.items():
-        if name in coerced and coerced[name] not in choices:
-            raise ConfigError(f"{name}={coerced[name]!r} is not one of {', '.join(choices)}.")
+    checked = {name: _limit(name, hints[name]).check(name, value) for name, value in values.items()}
+    if "augment" in checked:
+        checked["augment"] = _check_augment(checked["augment"])
     try:
-        config = TrainConfig(**coerced)
+        config = TrainConfig(**checked)
     except TypeError as error:
         raise ConfigError(f"Incomplete configuration: {error}.") from error
-    for name in ("epochs", "batch_size", "lr_batch", "input_size"):
-        if getattr(config, name) < 1:
-            raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)}.")
-    if config.lr <= 0:
-        raise ConfigError(f"lr must be positive, got {config.lr}.")
+    config.hparams = validate_hparams(config.method, config.plugins, config.hparams, key_prefix="hparams.")
+    if config.nesterov and config.momentum == 0:
+        raise ConfigError(
+            "nesterov = true needs momentum > 0 (Nesterov momentum without momentum is plain SGD)."
+        )
     return config
 
 
-def _coerce(name: str, value: Any, hint: Any) -> Any:
-    origin = typing.get_origin(hint)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{name} must be true or false, got {value!r}.")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-            raise ConfigError(f"{name} must be an integer, got {value!r}.")
-        return int(value)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{name} must be a number, got {value!r}.")
-        return float(value)
-    if hint is str:
-        return str(value)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{name} must be a list, got {value!r}.")
-        return list(value)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{name} must be a table, got {value!r}.")
-        return dict(value)
-    return value  # str | None
+def _limit(name: str, hint: Any) -> Limit:
+    if name in LIMITS:
+        return LIMITS[name]
+    return Flag() if hint is bool else Text(optional=True)  # numbers all have an entry in LIMITS
+
+
+def _check_augment(augment: dict[str, Any]) -> dict[str, Any]:
+    """Augmentation settings checked against `AUGMENT_LIMITS`, shared ones and per-view tables."""
+    _check_keys({"augment": augment}, "the configuration", recipe=False)
+    checked: dict[str, Any] = {}
+    for key, value in augment.items():
+        if isinstance(value, dict):  # a `viewN` table
+            if not key.removeprefix("view").isdigit() or int(key.removeprefix("view")) < 1:
+                raise ConfigError(f"augment.{key}: per-view tables are named view1, view2, ...")
+            checked[key] = {k: AUGMENT_LIMITS[k].check(f"augment.{key}.{k}", v) for k, v in value.items()}
+        else:
+            checked[key] = AUGMENT_LIMITS[key].check(f"augment.{key}", value)
+    return checked

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..encoder import Encoder
 from ..errors import ConfigError
+from ..limits import Flag, Limit, Number, Text, whole
 from .base import HostOutput, Method
 from .batchfusion import BatchFusion
 from .byol import BYOL
@@ -110,6 +111,39 @@ def method_hparams(name: str, plugins: Sequence[str] = ()) -> dict[str, Any]:
     return hparams
 
 
+def validate_hparams(
+    name: str, plugins: Sequence[str], hparams: Mapping[str, Any], key_prefix: str = ""
+) -> dict[str, Any]:
+    """`hparams` checked against each class's `hparam_limits`, in their canonical types.
+
+    Raises `ConfigError` for an unknown keyword or a value out of its range, naming the key
+    (after `key_prefix`, e.g. "hparams."), the value and what is allowed.
+    """
+    host, chain = resolve(name, plugins)
+    limits: dict[str, Limit] = {}
+    for cls in (_class_for(host, HOSTS), *(_class_for(p, PLUGINS) for p in chain)):
+        for key, default in _keyword_defaults(cls).items():
+            limits[key] = cls.hparam_limits.get(key) or _limit_of_default(default)
+    unknown = sorted(set(hparams) - set(limits))
+    if unknown:
+        raise ConfigError(
+            f"Unknown hyperparameter(s) {unknown} for method {name!r}"
+            f"{' with plug-ins ' + str(list(chain)) if chain else ''}; valid: {', '.join(sorted(limits))}."
+        )
+    return {key: limits[key].check(key_prefix + key, value) for key, value in hparams.items()}
+
+
+def _limit_of_default(default: Any) -> Limit:
+    """The type of a keyword's default, for a keyword whose class declares no limit for it."""
+    if isinstance(default, bool):
+        return Flag()
+    if isinstance(default, int):
+        return whole()
+    if isinstance(default, float):
+        return Number()
+    return Text(optional=default is None)
+
+
 def build_method(name: str, encoder: Encoder, plugins: Sequence[str] = (), **hparams: Any) -> Method:
     """The `Method` for registry name `name` on `encoder`, wrapped by `plugins`, with `hparams` set.
 
@@ -125,6 +159,7 @@ def build_method(name: str, encoder: Encoder, plugins: Sequence[str] = (), **hpa
             f"Unknown hyperparameter(s) {unknown} for method {name!r}"
             f"{' with plug-ins ' + str(list(chain)) if chain else ''}; valid: {', '.join(sorted(accepted))}."
         )
+    hparams = validate_hparams(name, plugins, hparams)
     host_keys = _keyword_defaults(host_cls)
     method = host_cls(encoder, **{k: v for k, v in hparams.items() if k in host_keys})
     for plugin_cls in plugin_classes:
@@ -163,4 +198,5 @@ __all__ = [
     "build_method",
     "method_hparams",
     "resolve",
+    "validate_hparams",
 ]

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..encoder import Encoder
 from ..errors import ConfigError
+from ..limits import Limit, between
 from ..momentum import cosine_tau, momentum_copy, update_momentum
 
 
@@ -46,8 +47,11 @@ class Method(nn.Module):
 
     Subclasses set `name`, `supervised` (needs labels) and `num_views` (augmented views per image
     the engine must produce; SelfCon-S uses 1), and implement `forward` (or `host_forward`).
+    `hparam_limits` says what each constructor keyword may be (`sslzoo.limits`); recipes are
+    checked against it before anything is built.
     """
 
+    hparam_limits: ClassVar[dict[str, Limit]] = {}
     name: ClassVar[str] = "method"
     supervised: ClassVar[bool] = False
     num_views: ClassVar[int] = 2
@@ -107,6 +111,8 @@ class MomentumMethod(Method):
     `final_tau` on a cosine of training progress (solo-learn's schedule). The current tau is part
     of the method's `state_dict` (its extra state), so a resumed run continues the schedule.
     """
+
+    hparam_limits: ClassVar[dict[str, Limit]] = {"base_tau": between(0, 1), "final_tau": between(0, 1)}
 
     def _init_momentum(self, base_tau: float, final_tau: float) -> None:
         """Make the EMA copies of `self.encoder` and `self.projector`; call once `projector` exists."""

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..limits import non_negative, one_of, whole
 from .base import HostOutput, Method
 from .plugin import Plugin
 
@@ -117,6 +118,16 @@ class BatchFusionModule(nn.Module):
 
 class BatchFusion(Plugin):
     name = "batchfusion"
+
+    #: What each keyword of `__init__` may be.
+    hparam_limits = {
+        "fusion_batch_size": whole(2),
+        "fusion_width": whole(1),
+        "fusion_layers": whole(1),
+        "fusion_patch_size": whole(1),
+        "fusion_schedule": one_of(SCHEDULES),
+        "fusion_max_gate": non_negative(),
+    }
 
     def __init__(
         self,

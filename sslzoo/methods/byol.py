@@ -14,12 +14,21 @@ import torch.nn.functional as F
 
 from ..encoder import Encoder
 from ..heads import build_head, byol_predictor, byol_projector
+from ..limits import whole
 from ..losses import BYOLLoss
 from .base import HostOutput, MomentumMethod
 
 
 class BYOL(MomentumMethod):
     name = "byol"
+
+    #: What each keyword of `__init__` may be.
+    hparam_limits = {
+        **MomentumMethod.hparam_limits,
+        "proj_hidden_dim": whole(1),
+        "proj_output_dim": whole(1),
+        "pred_hidden_dim": whole(1),
+    }
 
     def __init__(
         self,

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..limits import non_negative, positive, whole
 from ..losses import coding_rate_entropy
 from .base import HostOutput, Method
 from .plugin import Plugin
@@ -76,6 +77,15 @@ def frozen(module: nn.Module) -> Iterator[None]:
 
 class IECL(Plugin):
     name = "iecl"
+
+    #: What each keyword of `__init__` may be.
+    hparam_limits = {
+        "iecl_generation_weight": non_negative(),
+        "iecl_preservation_weight": non_negative(),
+        "iecl_epsilon": non_negative(),
+        "iecl_channels": whole(1),
+        "iecl_eps_squared": positive(),
+    }
 
     def __init__(
         self,

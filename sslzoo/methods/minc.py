@@ -24,12 +24,22 @@ import torch
 from ..distributed import all_reduce_mean
 from ..encoder import Encoder
 from ..heads import build_head, spectral_projector
+from ..limits import between, positive, whole
 from ..losses import MINCLoss, clip_norm, second_moment
 from .base import HostOutput, MomentumMethod
 
 
 class MINC(MomentumMethod):
     name = "minc"
+
+    #: What each keyword of `__init__` may be.
+    hparam_limits = {
+        **MomentumMethod.hparam_limits,
+        "proj_hidden_dim": whole(1),
+        "proj_output_dim": whole(1),
+        "mu": positive(),
+        "summary_momentum": between(0, 1, high_open=True),
+    }
 
     summary: torch.Tensor
     summary_ready: torch.Tensor

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..limits import non_negative, positive
 from ..losses import SoftTargetCrossEntropy
 from .base import HostOutput, Method
 from .plugin import Plugin
@@ -52,6 +53,9 @@ def mix_targets(lam: torch.Tensor, num_extra: int = 0) -> torch.Tensor:
 
 class MixCo(Plugin):
     name = "mixco"
+
+    #: What each keyword of `__init__` may be.
+    hparam_limits = {"mix_temperature": positive(), "mix_weight": non_negative()}
 
     def __init__(self, host: Method, mix_temperature: float = 0.05, mix_weight: float = 1.0):
         super().__init__(host)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from ..encoder import Encoder
 from ..heads import build_head, simclr_projector
+from ..limits import positive, whole
 from ..losses import InfoNCELoss
 from ..queue import KeyQueue
 from .base import HostOutput, MomentumMethod
@@ -24,6 +25,15 @@ from .base import HostOutput, MomentumMethod
 
 class MoCoV2(MomentumMethod):
     name = "mocov2"
+
+    #: What each keyword of `__init__` may be.
+    hparam_limits = {
+        **MomentumMethod.hparam_limits,
+        "temperature": positive(),
+        "proj_hidden_dim": whole(1),
+        "proj_output_dim": whole(1),
+        "queue_size": whole(1),
+    }
 
     def __init__(
         self,

@@ -24,6 +24,7 @@ from torch import nn
 from ..encoder import Encoder
 from ..errors import ConfigError
 from ..heads import build_head, supcon_projector
+from ..limits import one_of, positive, whole
 from ..losses import SupConLoss
 from .base import Method
 
@@ -39,6 +40,16 @@ class SelfCon(Method):
     name = "selfcon"
     supervised = True
     num_views = 1
+
+    #: What each keyword of `__init__` may be.
+    hparam_limits = {
+        "temperature": positive(),
+        "base_temperature": positive(),
+        "proj_hidden_dim": whole(1),
+        "proj_output_dim": whole(1),
+        "exit_layer": one_of(("layer1", "layer2", "layer3")),
+        "variant": one_of(VARIANTS),
+    }
 
     def __init__(
         self,

@@ -10,12 +10,16 @@ import torch.nn.functional as F
 
 from ..encoder import Encoder
 from ..heads import build_head, simclr_projector
+from ..limits import positive, whole
 from ..losses import NTXentLoss
 from .base import HostOutput, Method
 
 
 class SimCLR(Method):
     name = "simclr"
+
+    #: What each keyword of `__init__` may be.
+    hparam_limits = {"temperature": positive(), "proj_hidden_dim": whole(1), "proj_output_dim": whole(1)}
 
     def __init__(
         self,

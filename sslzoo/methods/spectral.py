@@ -11,12 +11,16 @@ import torch
 
 from ..encoder import Encoder
 from ..heads import build_head, spectral_projector
+from ..limits import positive, whole
 from ..losses import SpectralContrastiveLoss
 from .base import HostOutput, Method
 
 
 class Spectral(Method):
     name = "spectral"
+
+    #: What each keyword of `__init__` may be.
+    hparam_limits = {"proj_hidden_dim": whole(1), "proj_output_dim": whole(1), "mu": positive()}
 
     def __init__(
         self,

@@ -12,6 +12,7 @@ import torch
 from ..encoder import Encoder
 from ..errors import ConfigError
 from ..heads import build_head, supcon_projector
+from ..limits import positive
 from ..losses import SupConLoss
 from .base import HostOutput
 from .simclr import SimCLR
@@ -20,6 +21,9 @@ from .simclr import SimCLR
 class SupCon(SimCLR):
     name = "supcon"
     supervised = True
+
+    #: What each keyword of `__init__` may be.
+    hparam_limits = {**SimCLR.hparam_limits, "base_temperature": positive()}
 
     def __init__(
         self,
