@@ -10,10 +10,15 @@ import math
 import os
 import shutil
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
+from damage import flip_bytes_inside_a_tensor
 from PIL import Image
 from safetensors.torch import load_file
 from sslzoo.train.cli import eval_main, train_main
@@ -105,7 +110,7 @@ def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(reference, 
     monkeypatch.setattr(SimCLR, "after_step", stop_at_step_two)
     out = tmp_path / "run"
     stopped = _invoke(train_main, [*TINY, "--out", out])
-    assert stopped.exit_code == 0, stopped.output
+    assert stopped.exit_code == 75, stopped.output  # EX_TEMPFAIL: stopped cleanly, resumable
     assert "Stopped at step 2/6" in stopped.output and "--resume" in stopped.output
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
     assert not (out / "model").exists() and not (out / "metrics.jsonl").exists()
@@ -176,6 +181,113 @@ def test_corrupt_checkpoint_is_reported_not_loaded(reference, tmp_path):
     assert result.exit_code == 1
     assert "not a readable checkpoint" in result.output and "Delete it" in result.output
     assert "Traceback" not in result.output
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_a_bit_flipped_checkpoint_is_refused_by_resume_and_nothing_is_written(reference, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    flip_bytes_inside_a_tensor(out / "checkpoint.pt", 4096)  # as the probe did: 4 KB inside a tensor
+    before = _snapshot(out)
+    result = CliRunner().invoke(train_main, ["--resume", "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert f"{out / 'checkpoint.pt'}: damaged" in result.output and "checksum" in result.output
+    assert "Traceback" not in result.output and "weights_only" not in result.output
+    assert _snapshot(out) == before  # no file written, none replaced, no lock left behind
+
+
+def test_resume_from_the_previous_checkpoint_ends_as_an_uninterrupted_run(reference, tmp_path):
+    """The reference run wrote checkpoints at step 3 (its first epoch's end) and step 4 (the last)."""
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    flip_bytes_inside_a_tensor(out / "checkpoint.pt")
+    refused = CliRunner().invoke(train_main, ["--resume", "--out", str(out)])
+    assert refused.exit_code == 1
+    assert f"{out / 'checkpoint.prev.pt'} (step 3), is intact" in refused.output
+    command = f"sslzoo-train --resume --from-previous --out {out}"
+    assert command in refused.output
+    shutil.rmtree(out / "model")  # so the test sees the resumed run export it again
+
+    resumed = _invoke(train_main, command.split()[1:])
+    assert resumed.exit_code == 0, resumed.output
+    expected = load_file(reference / "model" / "model.safetensors")
+    actual = load_file(out / "model" / "model.safetensors")
+    assert all(torch.equal(expected[k], actual[k]) for k in expected), "resumed weights differ"
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 4
+    assert len(list(out.glob("checkpoint.damaged-*.pt"))) == 1
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [3, 4]
+
+
+def test_from_previous_needs_resume(tmp_path):
+    result = CliRunner().invoke(train_main, [*TINY, "--from-previous", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "--from-previous goes with --resume" in result.output
+
+
+def test_resume_into_a_folder_in_use_is_refused_with_the_holders_pid(reference, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    holder = subprocess.Popen(  # holds OUT/.lock as a training process does
+        [sys.executable, "-c", _HOLD, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = _snapshot(out)
+        result = CliRunner().invoke(train_main, ["--resume", "--out", str(out)])
+        assert result.exit_code == 1, result.output
+        assert f"is in use: process {holder.pid}" in result.output and "Traceback" not in result.output
+        assert _snapshot(out) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+_HOLD = """
+import fcntl, json, os, sys
+fd = os.open(os.path.join(sys.argv[1], ".lock"), os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+os.write(fd, json.dumps({"pid": os.getpid(), "purpose": "training"}).encode())
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.slow
+def test_a_running_trainer_refuses_a_second_one_and_sigterm_exits_75(tmp_path):
+    """As a scheduler sees it: sslzoo-train in its own process, a second --resume started while it
+    trains, then the scheduler's SIGTERM; the run then resumes to its end with status 0."""
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    trainer = subprocess.Popen(
+        [sys.executable, "-m", "sslzoo.train", *TINY[:-4], "--epochs", "100", "--knn-every", "0"]
+        + ["--device", "cpu", "--out", str(out)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "checkpoint.pt").exists():  # its first epoch ended: it is training
+            assert trainer.poll() is None, trainer.stderr.read()
+            assert time.monotonic() < deadline, "the trainer wrote no checkpoint"
+            time.sleep(0.2)
+        second = CliRunner().invoke(train_main, ["--resume", "--out", str(out)])
+        assert second.exit_code == 1 and f"is in use: process {trainer.pid}" in second.output, second.output
+        trainer.send_signal(signal.SIGTERM)
+        assert trainer.wait(timeout=300) == 75
+        assert "Stopped at step" in trainer.stderr.read()
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+        trainer.wait()
+    step = torch.load(out / "checkpoint.pt", weights_only=True)["step"]
+    assert step >= 3 and not (out / ".lock").exists()
+    finished = _invoke(train_main, ["--resume", "--out", out, "--max-steps", step + 1])
+    assert finished.exit_code == 0, finished.output
+    assert sslzoo.load(out / "model").provenance["steps"] == step + 1
 
 
 def test_an_existing_run_is_never_overwritten(reference):

@@ -9,10 +9,11 @@
 
 Modules: `recipes` (recipes as data), `datasets`, `augment` (on-device views), `optim`; the
 engine's rooms: `runtime` (device, processes, SIGTERM), `feeding` (batches), `stepping` (one
-step), `monitor` (kNN), `metrics`, `checkpoint`, `run_folder` (the files), `provenance`; `engine`
-(the loop that puts them together), `evaluate` (frozen-encoder evaluation on a dataset); the zoo
-builder's: `plans` (plans as data), `budget` (time budgets and estimates), `build_folder` (RUNS/
-and its results file), `builder` (the orchestration); `cli`.
+step), `monitor` (kNN), `metrics`, `checkpoint`, `run_folder` (the files), `folder_lock` (one
+writer per folder), `provenance`; `engine` (the loop that puts them together), `evaluate`
+(frozen-encoder evaluation on a dataset); the zoo builder's: `plans` (plans as data), `budget`
+(time budgets and estimates), `build_folder` (RUNS/ and its results file), `builder` (the
+orchestration); `cli`.
 """
 
 from __future__ import annotations

@@ -39,13 +39,21 @@ Examples:
   sslzoo-train --resume --out runs/simclr-c10
   torchrun --nproc_per_node 4 -m sslzoo.train --method mocov2 --dataset cifar100 --out runs/m
   sslzoo-train --plan zoo --out runs/zoo --dry-run
+\b
+Exit status:
+  0   finished: OUT/model/ is written (with --plan: every entry is finished)
+  75  stopped cleanly and resumable (EX_TEMPFAIL, so a scheduler can tell it from a finished run):
+      by SIGTERM (e.g. a preemption) or, with --plan, the budget; the checkpoint is written.
+      Continue with --resume (with --plan: run the same command again)
+  1   an error; the message says what to do
+  2   a usage error (unknown option, missing --out...)
 """
 
 #: `sslzoo-train`'s exit status when it stopped cleanly with more to do (EX_TEMPFAIL): call it again.
 EXIT_MORE_TO_DO = 75
 #: Options a plan sets per entry; the others apply to every entry of a plan.
 _PER_ENTRY_OPTIONS = ("method", "plugins", "backbone", "dataset", "epochs", "batch_size", "lr", "seed")
-_PER_ENTRY_OPTIONS += ("resume", "max_steps", "knn_every", "sets")
+_PER_ENTRY_OPTIONS += ("resume", "from_previous", "max_steps", "knn_every", "sets")
 
 
 @click.command(
@@ -114,13 +122,21 @@ _PER_ENTRY_OPTIONS += ("resume", "max_steps", "knn_every", "sets")
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="Run folder: config.json, metrics.jsonl, checkpoint.pt and, at the end, model/.",
+    help="Run folder: config.json, metrics.jsonl, checkpoint.pt (and checkpoint.prev.pt, the one before) "
+    "and, at the end, model/. Locked while a process trains in it: a second one is refused.",
 )
 @click.option(
     "--resume",
     is_flag=True,
     help="Continue the run in --out from its checkpoint, with its own recipe. Only runtime options "
-    "(device, precision, compile, max-steps, knn-every, epochs, data-dir) may change.",
+    "(device, precision, compile, max-steps, knn-every, epochs, data-dir) may change. A damaged "
+    "checkpoint (it fails its checksum) is refused and nothing is written.",
+)
+@click.option(
+    "--from-previous",
+    is_flag=True,
+    help="With --resume, when checkpoint.pt is damaged or missing: continue from checkpoint.prev.pt, "
+    "the checkpoint before it (the damaged file is kept as checkpoint.damaged-TIME.pt).",
 )
 @click.option(
     "--max-steps",
@@ -176,6 +192,7 @@ def train_main(
     seed: int | None,
     out: Path,
     resume: bool,
+    from_previous: bool,
     max_steps: int | None,
     knn_every: int | None,
     sets: tuple[str, ...],
@@ -187,8 +204,9 @@ def train_main(
 
     Defaults come from the method's recipe and the dataset; the options below override them.
     The run folder receives config.json (the resolved recipe), metrics.jsonl (one line per epoch),
-    checkpoint.pt (every epoch, every few minutes, and on SIGTERM) and finally model/, an encoder
-    folder that sslzoo.load reads. Under torchrun, every process runs this same command.
+    checkpoint.pt (every epoch, every few minutes, and on SIGTERM, which then exits with status 75)
+    and finally model/, an encoder folder that sslzoo.load reads. Under torchrun, every process runs
+    this same command.
     """
     from . import engine
     from .recipes import parse_set, resolve_config
@@ -224,6 +242,8 @@ def train_main(
         return
     if budget_minutes is not None or dry_run:
         raise click.UsageError("--budget-minutes and --dry-run apply to --plan.")
+    if from_previous and not resume:
+        raise click.UsageError("--from-previous goes with --resume.")
     try:
         if resume:
             overrides = {k: v for k, v in options.items() if v is not None}
@@ -233,7 +253,7 @@ def train_main(
             for assignment in sets:
                 path, value = parse_set(assignment)
                 overrides[".".join(path)] = value
-            result = engine.resume(out, overrides, command=command)
+            result = engine.resume(out, overrides, command=command, from_previous=from_previous)
         else:
             if method is None or dataset is None:
                 raise click.UsageError("--method and --dataset are required (unless --resume).")
@@ -247,7 +267,7 @@ def train_main(
             f"Continue with: sslzoo-train --resume --out {shlex.quote(str(out))}",
             err=True,
         )
-        return
+        ctx.exit(EXIT_MORE_TO_DO)
     knn = result.metrics.get("knn", {})
     summary = ", ".join(f"kNN {key} top-1 {value['top1']:.2f}%" for key, value in knn.items())
     click.echo(

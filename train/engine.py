@@ -5,10 +5,11 @@ What it guarantees:
   for in-memory datasets; image folders stream through a DataLoader into the same augmentation;
 - the data order is a function of (seed, epoch) and every random state is checkpointed, so a run
   killed and resumed on a CPU ends with the same weights as one that never stopped;
-- a configuration is checked against every limit (`recipes.LIMITS`) before anything loads;
 - `OUT/checkpoint.pt` is replaced atomically at every epoch end, every `checkpoint_minutes`, and on
-  SIGTERM or when a `stop_when` hook asks (then the run stops cleanly); `OUT/metrics.jsonl` gets
-  one line per epoch;
+  SIGTERM or when a `stop_when` hook asks (then the run stops cleanly); it carries a checksum, and
+  the one before it is kept; `OUT/metrics.jsonl` gets one line per epoch;
+- one process trains in a run folder at a time (`run_folder.RunFolder.lock`), and a configuration
+  is checked against every limit (`recipes.LIMITS`) before anything loads;
 - at the end, `OUT/model/` is the exported `Encoder` with its provenance, readable by `sslzoo.load`.
 
 Under torchrun each process takes its slice of every global batch (the recipe's batch size is
@@ -107,13 +108,14 @@ def train(
     if method_factory is None:  # a configuration built in Python gets the checks of a resolved recipe
         config = replace_checked(config, {})
     folder = RunFolder(out)
-    existing = folder.holds_run()
-    if existing is not None:
-        raise ConfigError(
-            f"{folder.path} already holds a run ({existing} exists). Continue it with --resume, "
-            f"or choose another --out."
-        )
-    return Trainer(config, folder, None, command, method_factory, progress, stop_when).run()
+    with folder.lock():
+        existing = folder.holds_run()
+        if existing is not None:
+            raise ConfigError(
+                f"{folder.path} already holds a run ({existing} exists). Continue it with --resume, "
+                f"or choose another --out."
+            )
+        return Trainer(config, folder, None, command, method_factory, progress, stop_when).run()
 
 
 def resume(
@@ -124,30 +126,34 @@ def resume(
     method_factory: MethodFactory | None = None,
     progress: bool | str = True,
     stop_when: StopHook | None = None,
+    from_previous: bool = False,
 ) -> TrainResult:
     """Continue the run in `out` from its checkpoint, with its own configuration.
 
-    `overrides` may change only the runtime settings in `RESUME_OVERRIDABLE`.
+    `overrides` may change only the runtime settings in `RESUME_OVERRIDABLE`. A damaged
+    checkpoint is refused (nothing in `out` is written); `from_previous` then continues from the
+    checkpoint before it, `checkpoint.prev.pt`, keeping the damaged file aside.
     """
     folder = RunFolder(out)
-    if not folder.checkpoint.is_file():
-        raise ConfigError(
-            f"Nothing to resume: {folder.checkpoint} does not exist. Start the run without --resume."
+    with folder.lock():
+        checkpoint = folder.load_previous_checkpoint() if from_previous else folder.load_checkpoint()
+        config = config_from_json(checkpoint["config"])
+        overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+        refused = sorted(
+            k
+            for k, v in overrides.items()
+            if k not in RESUME_OVERRIDABLE and getattr(config, k, _MISSING) != v
         )
-    checkpoint = folder.load_checkpoint()
-    config = config_from_json(checkpoint["config"])
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    refused = sorted(
-        k for k, v in overrides.items() if k not in RESUME_OVERRIDABLE and getattr(config, k, _MISSING) != v
-    )
-    if refused:
-        stored = ", ".join(f"{k}={getattr(config, k, '(not a top-level key)')!r}" for k in refused)
-        raise ConfigError(
-            f"--resume continues the run as it was configured; {refused} cannot change "
-            f"(the checkpoint has {stored}). Start a new run in another --out to change them."
-        )
-    config = replace_checked(config, {k: v for k, v in overrides.items() if k in RESUME_OVERRIDABLE})
-    return Trainer(config, folder, checkpoint, command, method_factory, progress, stop_when).run()
+        if refused:
+            stored = ", ".join(f"{k}={getattr(config, k, '(not a top-level key)')!r}" for k in refused)
+            raise ConfigError(
+                f"--resume continues the run as it was configured; {refused} cannot change "
+                f"(the checkpoint has {stored}). Start a new run in another --out to change them."
+            )
+        config = replace_checked(config, {k: v for k, v in overrides.items() if k in RESUME_OVERRIDABLE})
+        if from_previous:
+            folder.put_previous_checkpoint_in_place()
+        return Trainer(config, folder, checkpoint, command, method_factory, progress, stop_when).run()
 
 
 class Trainer:
