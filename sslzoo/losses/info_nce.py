@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..precision import in_float32
+
 
 class InfoNCELoss(nn.Module):
     """MoCo's contrastive loss; keys and queue are targets (no gradient flows into them)."""
@@ -21,6 +23,7 @@ class InfoNCELoss(nn.Module):
         super().__init__()
         self.temperature = float(temperature)
 
+    @in_float32
     def forward(self, query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor) -> torch.Tensor:
         """`query`, `key` (B, D); `queue` (K, D)."""
         query = F.normalize(query, dim=1)

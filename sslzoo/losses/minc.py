@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..precision import in_float32
 from .spectral import clip_norm
 
 
@@ -35,6 +36,7 @@ class MINCLoss(nn.Module):
             raise ValueError(f"mu must be positive, got {mu}.")
         self.mu = float(mu)
 
+    @in_float32
     def forward(self, online: torch.Tensor, target: torch.Tensor, summary: torch.Tensor) -> torch.Tensor:
         online = clip_norm(online, self.mu)
         target = clip_norm(target.detach(), self.mu)

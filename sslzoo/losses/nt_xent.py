@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..distributed import gather, gather_with_grad, local_offset
+from ..precision import in_float32
 
 
 def positive_mask(labels: torch.Tensor, num_views: int) -> torch.Tensor:
@@ -44,6 +45,7 @@ class NTXentLoss(nn.Module):
         self.temperature = float(temperature)
         self.base_temperature = float(base_temperature) if base_temperature is not None else self.temperature
 
+    @in_float32
     def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """`features` (N, V, D), L2-normalised here; `labels` (N,) integer classes or None."""
         if features.ndim != 3 or features.shape[1] < 1:

@@ -9,9 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..precision import in_float32
+
 
 class SoftTargetCrossEntropy(nn.Module):
     """Soft cross-entropy between logits (B, C) and target distributions (B, C); targets get no gradient."""
 
+    @in_float32
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return -(targets.detach() * F.log_softmax(logits, dim=1)).sum(dim=1).mean()

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..distributed import gather_with_grad, local_offset
+from ..precision import in_float32
 
 
 def clip_norm(z: torch.Tensor, mu: float) -> torch.Tensor:
@@ -37,6 +38,7 @@ class SpectralContrastiveLoss(nn.Module):
             raise ValueError(f"mu must be positive, got {mu}.")
         self.mu = float(mu)
 
+    @in_float32
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         z1, z2 = clip_norm(z1, self.mu), clip_norm(z2, self.mu)
         batch = z1.shape[0]

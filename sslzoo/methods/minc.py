@@ -14,7 +14,8 @@ interpretation (see `sslzoo.losses.minc` for the objective):
 - Interpreted: the projector is the spectral one (512 -> 2048 BN ReLU -> 1000 BN) with the
   spectral norm clipping (mu = 1); there is no predictor.
 The summary is updated in `forward` (like BatchNorm's running statistics), before the loss uses it,
-and starts from the first batch's moment instead of zero.
+and starts from the first batch's moment instead of zero. It is kept, updated and used in float32
+under bf16 autocast as well (`sslzoo.precision`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..encoder import Encoder
 from ..heads import build_head, spectral_projector
 from ..limits import between, positive, whole
 from ..losses import MINCLoss, clip_norm, second_moment
+from ..precision import at_least_float32, float32_region
 from .base import HostOutput, MomentumMethod
 
 
@@ -77,9 +79,14 @@ class MINC(MomentumMethod):
 
     @torch.no_grad()
     def update_summary(self, targets: list[torch.Tensor]) -> None:
-        """Fold the batch's target second moment (mean over views and processes) into the EMA summary."""
-        moment = torch.stack([second_moment(clip_norm(t.float(), self.mu)) for t in targets]).mean(dim=0)
-        moment = all_reduce_mean(moment)
+        """Fold the batch's target second moment (mean over views and processes) into the EMA summary.
+
+        In float32 with autocast off: under bf16 the moment would lose the small eigenvalues the
+        repulsion term penalises, and the float32 buffer could not take a bf16 update.
+        """
+        with float32_region(self.summary.device):
+            moments = [second_moment(clip_norm(at_least_float32(t), self.mu)) for t in targets]
+            moment = all_reduce_mean(torch.stack(moments).mean(dim=0))
         if not bool(self.summary_ready):
             self.summary.copy_(moment)
             self.summary_ready.fill_(True)
@@ -92,7 +99,7 @@ class MINC(MomentumMethod):
         targets = [self.momentum_embed(view) for view in views]
         if self.training:
             self.update_summary(targets)
-        summary = self.summary.to(projections[0].dtype)
+        summary = self.summary.clone()  # float32 (MINCLoss computes in float32); the next update is in place
         loss = self.loss_fn(projections[0], targets[1], summary) + self.loss_fn(
             projections[1], targets[0], summary
         )

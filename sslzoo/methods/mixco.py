@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..limits import non_negative, positive
 from ..losses import SoftTargetCrossEntropy
+from ..precision import at_least_float32, float32_region
 from .base import HostOutput, Method
 from .plugin import Plugin
 
@@ -36,7 +37,7 @@ def mix_halves(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             f"MixCo pairs image i with i + B/2, so the per-process batch must be even (got {batch})."
         )
     half = batch // 2
-    lam = torch.rand(half, device=images.device, dtype=images.dtype)
+    lam = torch.rand(half, device=images.device)  # float32 whatever the images' dtype: the soft targets
     weight = lam.view(half, *([1] * (images.ndim - 1)))
     return weight * images[:half] + (1 - weight) * images[half:], lam
 
@@ -71,13 +72,14 @@ class MixCo(Plugin):
         """MixCo's soft cross-entropy for one view, given the host's targets (and negatives) for it."""
         mixed, lam = mix_halves(images)
         _, query = self.host.embed(mixed)
-        query = F.normalize(query, dim=1)
-        candidates = F.normalize(targets, dim=1)
-        if negatives is not None:
-            candidates = torch.cat([candidates, F.normalize(negatives.detach(), dim=1)])
-        logits = query @ candidates.T / self.mix_temperature
-        num_extra = 0 if negatives is None else negatives.shape[0]
-        return self.soft_cross_entropy(logits, mix_targets(lam.to(logits.dtype), num_extra))
+        with float32_region(query.device):  # logits over the queue and the soft targets in float32
+            query = F.normalize(at_least_float32(query), dim=1)
+            candidates = F.normalize(at_least_float32(targets), dim=1)
+            if negatives is not None:
+                candidates = torch.cat([candidates, F.normalize(at_least_float32(negatives.detach()), dim=1)])
+            logits = query @ candidates.T / self.mix_temperature
+            num_extra = 0 if negatives is None else negatives.shape[0]
+            return self.soft_cross_entropy(logits, mix_targets(lam.to(logits.dtype), num_extra))
 
     def host_forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> HostOutput:
         out = self.host.host_forward(views, labels)
