@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -14,6 +15,7 @@ from sslzoo.losses import SupConLoss
 from sslzoo.methods import (
     METHOD_NAMES,
     PLUGIN_NAMES,
+    PLUGIN_ORDER,
     BatchFusion,
     Method,
     MixCo,
@@ -99,10 +101,63 @@ def test_every_plugin_composes_with_the_main_hosts(host, plugin):
     assert_trains_and_exports_cleanly(method)
 
 
-def test_plugins_stack():
-    method = tiny_method("simclr", plugins=("batchfusion", "mixco"))
-    assert type(method).__name__ == "MixCo" and type(method.host).__name__ == "BatchFusion"
+def test_plugins_stack_in_one_order_whatever_order_they_are_named_in():
+    for plugins in (("batchfusion", "mixco", "iecl"), ("iecl", "mixco", "batchfusion"), ("mixco", "batchfusion")):
+        method = tiny_method("simclr", plugins=plugins)
+        chain = [type(method).__name__, type(method.host).__name__]
+        assert chain == ["BatchFusion", "IECL" if "iecl" in plugins else "MixCo"]
+        assert method.spec.plugins == tuple(p for p in PLUGIN_ORDER if p in plugins)
+    assert PLUGIN_ORDER == ("mixco", "iecl", "batchfusion")
     assert_trains_and_exports_cleanly(method)
+
+
+def test_a_stack_built_by_hand_in_another_order_is_refused():
+    host = tiny_method("simclr")
+    with pytest.raises(ConfigError, match="MixCo cannot wrap batch fusion"):
+        MixCo(BatchFusion(host, fusion_batch_size=BATCH))
+    with pytest.raises(ConfigError, match="MixCo cannot wrap MixCo"):
+        MixCo(MixCo(host))
+    assert type(BatchFusion(MixCo(host), fusion_batch_size=BATCH).host) is MixCo
+
+
+def _fused_stack(name: str, plugins: tuple[str, ...]) -> Method:
+    """A stack whose batch fusion is active (gate 0.5, non-zero restore weights)."""
+    torch.manual_seed(0)
+    method = tiny_method(name, plugins=plugins)
+    for layer in method.fusion.layers:
+        torch.nn.init.normal_(layer.restore_weight, std=0.05)
+    method.after_step(0.5)
+    return method
+
+
+def test_batchfusion_mixco_and_mixco_batchfusion_compute_the_same_loss():
+    losses = []
+    for plugins in (("batchfusion", "mixco"), ("mixco", "batchfusion")):
+        method = _fused_stack("simclr", plugins)
+        torch.manual_seed(1)
+        views, _ = batch(method)
+        loss, logs = method(views)
+        losses.append((loss.item(), logs["loss_mixco"].item(), logs["fusion_gate"].item()))
+    assert losses[0] == losses[1] and losses[0][2] == 0.5
+
+
+@pytest.mark.parametrize("host", ["simclr", "byol"])
+@pytest.mark.parametrize(
+    "plugins",
+    [("batchfusion", "mixco"), ("mixco", "batchfusion"), ("batchfusion", "iecl"), ("iecl", "mixco", "batchfusion")],
+)
+def test_every_part_of_a_stack_sees_the_fused_views(host, plugins):
+    method = tiny_method(host, plugins=plugins)
+    method.fusion.forward = lambda images: images + 1000.0  # marks every fused image
+    seen = []
+    networks = [method.encoder, *(m for n, m in method.named_modules() if n.endswith("momentum_encoder"))]
+    for network in networks:
+        network.register_forward_pre_hook(lambda module, args: seen.append(args[0].mean().item()))
+    loss, logs = method(*batch(method))
+    # two views, MixCo's two mixes, IE-CL's generated and clean second view, BYOL's two targets
+    assert len(seen) == 2 + 2 * ("mixco" in plugins) + 2 * ("iecl" in plugins) + 2 * (host == "byol")
+    assert min(seen) > 500  # every one of them made of fused images
+    assert "fusion_gate" in logs and math.isfinite(loss.item())
 
 
 def test_batch_fusion_also_wraps_single_view_selfcon():
@@ -113,7 +168,8 @@ def test_registry_names_default_their_plugins():
     assert resolve("mixco") == ("mocov2", ("mixco",))
     assert resolve("batchfusion") == ("simclr", ("batchfusion",))
     assert resolve("iecl") == ("simclr", ("iecl",))
-    assert resolve("iecl", ["iecl", "mixco"]) == ("simclr", ("iecl", "mixco"))
+    assert resolve("iecl", ["iecl", "mixco"]) == ("simclr", ("mixco", "iecl"))
+    assert resolve("simclr", ["batchfusion", "mixco"]) == resolve("simclr", ["mixco", "batchfusion"])
     assert resolve("byol", "mixco") == ("byol", ("mixco",))
     assert len(METHOD_NAMES) == 10 and set(PLUGIN_NAMES) <= set(METHOD_NAMES)
 
@@ -143,8 +199,7 @@ def test_build_method_sets_hparams_and_records_them():
         (lambda e: build_method("simclr", e, temperatur=0.1), "valid: proj_hidden_dim"),
         (lambda e: build_method("simclr", e, mix_weight=0.5), "mix_weight"),
         (lambda e: build_method("selfcon", e, variant="X"), "variant"),
-        (lambda e: build_method("selfcon", e, plugins=["mixco"]), "cannot host plug-ins"),
-        (lambda e: build_method("selfcon", e, plugins=["iecl"]), "IE-CL"),
+        (lambda e: build_method("selfcon", e, selfcon_size="huge"), "selfcon_size"),
     ],
 )
 def test_configuration_errors_name_the_valid_choices(call, match):
@@ -152,6 +207,20 @@ def test_configuration_errors_name_the_valid_choices(call, match):
     with pytest.raises(ConfigError, match=match):
         method = call(encoder)
         method(*batch(method))
+
+
+@pytest.mark.parametrize(
+    "plugins, match",
+    [
+        (["mixco"], "MixCo cannot wrap selfcon: it scores mixed images against the host's per-view targets"),
+        (["iecl"], "IE-CL cannot wrap selfcon: it replaces the second of two views"),
+        (["batchfusion", "mixco"], "use batchfusion instead"),
+    ],
+)
+def test_combinations_that_cannot_work_are_refused_when_built(plugins, match):
+    with pytest.raises(ConfigError, match=match):
+        build_method("selfcon", Encoder(input_size=SIZE), plugins=plugins)  # no forward needed
+    assert tiny_method("selfcon", plugins=("batchfusion",)).spec.plugins == ("batchfusion",)
 
 
 @pytest.mark.parametrize("name", ["supcon", "selfcon"])
@@ -294,9 +363,10 @@ def test_selfcon_s_positives_are_the_other_exit_and_every_same_class_exit():
     assert loss.item() == pytest.approx(literal_selfcon_loss(embeddings, positive_sets), rel=1e-5)
 
 
-def test_selfcon_mu_positives_are_the_same_images_other_three_embeddings():
-    method = tiny_method("selfcon", variant="MU")
+def _selfcon_mu_case(variant: str):
+    method = tiny_method("selfcon", variant=variant)
     assert method.num_views == 2 and not method.supervised
+    method.eval()  # BatchNorm in eval mode: the reference embeddings below are the loss's own
     views = [torch.randn(4, 3, SIZE, SIZE) for _ in range(2)]
     loss, _ = method(views)
     with torch.no_grad():
@@ -304,11 +374,37 @@ def test_selfcon_mu_positives_are_the_same_images_other_three_embeddings():
     embeddings = {
         (i, v, e): exits[v][k][i].double() for i in range(4) for v in range(2) for k, e in enumerate("GF")
     }
+    return loss, embeddings
+
+
+def test_selfcon_mu_follows_the_official_code_the_only_positive_is_the_other_exit_of_the_same_view():
+    loss, embeddings = _selfcon_mu_case("MU")
+    # main_represent.py: views stacked on the batch axis, ConLoss(features) with eye(2B) as the mask.
+    positive_sets = {(i, v, e): [(i, v, "F" if e == "G" else "G")] for (i, v, e) in embeddings}
+    assert loss.item() == pytest.approx(literal_selfcon_loss(embeddings, positive_sets), rel=1e-5)
+    assert method_hparams("selfcon")["variant"] == "S"
+
+
+def test_selfcon_mu_image_reading_takes_the_same_images_other_three_embeddings():
+    loss, embeddings = _selfcon_mu_case("MU-image")
     positive_sets = {
         key: [other for other in embeddings if other[0] == key[0] and other != key] for key in embeddings
     }
     assert all(len(p) == 3 for p in positive_sets.values())
     assert loss.item() == pytest.approx(literal_selfcon_loss(embeddings, positive_sets), rel=1e-5)
+
+
+def test_selfcon_same_sub_network_is_an_unshared_copy_of_the_later_stages():
+    method = tiny_method("selfcon", selfcon_size="same")
+    layer3, layer4 = method.sub_network[0], method.sub_network[1]
+    for duplicate, original in ((layer3, method.encoder.layer3), (layer4, method.encoder.layer4)):
+        assert [tuple(p.shape) for p in duplicate.parameters()] == [tuple(p.shape) for p in original.parameters()]
+        assert not {id(p) for p in duplicate.parameters()} & {id(p) for p in original.parameters()}
+    small = tiny_method("selfcon", selfcon_size="small").sub_network
+    assert len(small[0]) == len(small[1]) == 1  # ResNet-18's two blocks per stage, halved
+    features, maps = method.encoder.forward_with_exits(torch.randn(2, 3, SIZE, SIZE), ("layer2",))
+    assert method.sub_network(maps["layer2"]).shape == features.shape == (2, 512)
+    assert_trains_and_exports_cleanly(method)
 
 
 def test_selfcon_gradients_reach_both_exits_and_the_shared_stages():
@@ -420,12 +516,26 @@ def test_batch_fusion_is_skipped_outside_training_and_driven_by_after_step():
 def test_frozen_passes_gradients_to_inputs_only_and_keeps_batchnorm_statistics():
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
     x = torch.randn(6, 3, requires_grad=True)
-    stats = net[1].running_mean.clone()
+    stats = {k: v.clone() for k, v in net[1].state_dict().items()}
     with frozen(net):
         net(x).square().sum().backward()
     assert x.grad is not None and all(p.grad is None for p in net.parameters())
-    assert torch.equal(net[1].running_mean, stats)
+    assert all(torch.equal(v, stats[k]) for k, v in net[1].state_dict().items())  # counts included
     assert all(p.requires_grad for p in net.parameters()) and net[1].momentum == 0.1
+
+
+def test_iecl_extra_passes_leave_batchnorm_statistics_to_the_hosts_pass():
+    method = tiny_method("iecl")
+    torch.nn.init.normal_(method.transform.net[-1].weight, std=0.1)
+    views, _ = batch(method)
+    start = copy.deepcopy(method.state_dict())
+    method.host_forward(views)
+    with_iecl = {k: v.clone() for k, v in method.state_dict().items() if "running" in k or "num_batches" in k}
+    method.load_state_dict(start)
+    method.host.host_forward([views[0], method.transform(views[1])])  # the host's pass alone
+    alone = {k: v for k, v in method.state_dict().items() if k in with_iecl}
+    assert with_iecl and all(torch.equal(with_iecl[k], alone[k]) for k in with_iecl)
+    assert any(not torch.equal(with_iecl[k], start[k]) for k in with_iecl)  # the host's pass did update them
 
 
 def test_iecl_generation_term_reaches_the_transformation_but_not_the_encoder():
@@ -455,3 +565,21 @@ def test_supcon_loss_of_selfcon_is_the_shared_supcon_unit():
     method = tiny_method("selfcon")
     assert isinstance(method.loss_fn, SupConLoss)
     assert method.loss_fn.temperature == 0.1 and method.loss_fn.base_temperature == 0.07
+
+
+# --- Weight decay groups ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["mocov2", "byol"])
+def test_param_groups_decay_every_trainable_parameter_unless_biases_and_norms_are_excluded(name):
+    method = tiny_method(name)
+    trainable = {id(p) for p in method.parameters() if p.requires_grad}
+    momentum = {id(p) for n, p in method.named_parameters() if "momentum_" in n}
+    assert momentum and not trainable & momentum
+    (everything,) = method.param_groups(weight_decay=1e-4)
+    assert {id(p) for p in everything["params"]} == trainable
+    assert everything["weight_decay"] == 1e-4 and not everything["lars_exclude"]
+    decay, no_decay = method.param_groups(weight_decay=1e-4, exclude_bias_norm=True)
+    assert {id(p) for p in decay["params"]} | {id(p) for p in no_decay["params"]} == trainable
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    assert (no_decay["weight_decay"], no_decay["lars_exclude"]) == (0.0, True)

@@ -69,6 +69,7 @@ def test_run_folder_holds_config_metrics_checkpoint_and_model(reference):
     assert (config["steps_per_epoch"], config["total_steps"], config["max_steps"]) == (3, 6, 4)
     assert config["effective_lr"] == pytest.approx(0.4 * 8 / 256)
     assert config["augment"]["blur"] == 0.5 and config["train_images"] == 24
+    assert config["exclude_bias_norm_wd"] is True  # SimCLR's LARS leaves biases and norms alone
 
     lines = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
     assert [(line["epoch"], line["step"]) for line in lines] == [(1.0, 3), (1.3333, 4)]
@@ -88,6 +89,7 @@ def test_run_folder_holds_config_metrics_checkpoint_and_model(reference):
         8,
     )
     assert provenance["recipe"] == "simclr/fake"
+    assert provenance["config"]["exclude_bias_norm_wd"] is True
     assert provenance["command"] == (  # rebuilt from the parsed options: it reruns the same training
         "sslzoo-train --method simclr --dataset fake --batch-size 8 --device cpu "
         f"--out {reference} --max-steps 4 --set fake_size=24 --set fake_test_size=8"

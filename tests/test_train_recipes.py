@@ -128,3 +128,50 @@ def test_unknown_method_and_dataset():
         resolve_config("dino", "cifar10")
     with pytest.raises(ConfigError, match="Unknown dataset"):
         resolve_config("simclr", "mnist")
+
+
+#: What each method's reference code does with biases and norm parameters (True: no weight decay, no
+#: LARS trust ratio, as solo-learn's LARS `exclude_bias_n_norm`; False: every parameter decays).
+REFERENCE_EXCLUSION = {
+    "simclr": True,  # solo-learn LARS
+    "byol": True,  # solo-learn LARS
+    "batchfusion": True,  # on SimCLR
+    "iecl": True,  # on SimCLR
+    "mocov2": False,  # solo-learn SGD, exclude_bias_n_norm_wd off
+    "mixco": False,  # MixCo moco/pretrain.py: SGD(model.parameters())
+    "supcon": False,  # SupContrast util.set_optimizer
+    "selfcon": False,  # SelfCon utils/util.py set_optimizer
+    "spectral": False,  # spectral optimizers/__init__.py
+    "minc": False,  # spectral's settings
+}
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_NAMES))
+def test_weight_decay_of_biases_and_norms_follows_the_reference_code(method):
+    for dataset in ("cifar10", "imagenet100"):
+        config = resolve_config(method, dataset)
+        assert config.exclude_bias_norm_wd is REFERENCE_EXCLUSION[method]
+        assert config.exclude_bias_norm_wd is (config.optimizer == "lars")
+        assert config.to_json()["exclude_bias_norm_wd"] is REFERENCE_EXCLUSION[method]
+
+
+def test_a_configuration_from_before_the_weight_decay_key_resumes_as_it_trained():
+    from sslzoo.train.recipes import config_from_json
+
+    old = resolve_config("mocov2", "cifar10").to_json()
+    del old["exclude_bias_norm_wd"]  # written when biases and norms were always excluded
+    assert config_from_json(old).exclude_bias_norm_wd is True
+    assert config_from_json(resolve_config("mocov2", "cifar10").to_json()).exclude_bias_norm_wd is False
+
+
+def test_selfcon_imagenet100_uses_the_official_imagenet_sub_network():
+    assert resolve_config("selfcon", "cifar100").hparams["selfcon_size"] == "fc"
+    config = resolve_config("selfcon", "imagenet100")
+    assert config.hparams["selfcon_size"] == "same"
+    assert config.effective_lr == pytest.approx(0.25 * config.batch_size / 2048)
+
+
+def test_iecl_trains_at_a_small_batch_like_the_paper_claims():
+    iecl, simclr = resolve_config("iecl", "cifar10"), resolve_config("simclr", "cifar10")
+    assert iecl.batch_size == 128 < simclr.batch_size
+    assert iecl.effective_lr == pytest.approx(simclr.lr * 128 / 256)

@@ -107,6 +107,9 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 1e-4
+    # Biases and norm parameters get no weight decay (and, under LARS, no trust ratio), as solo-learn's
+    # LARS recipes (SimCLR, BYOL); off, every parameter decays, as the SGD references do.
+    exclude_bias_norm_wd: bool = False
     lars_eta: float = 0.02
     lars_clip: bool = True
     warmup_epochs: float = 10.0
@@ -287,9 +290,15 @@ def resolve_config(
 
 
 def config_from_json(data: dict[str, Any]) -> TrainConfig:
-    """Rebuild a `TrainConfig` from `config.json` / a checkpoint (derived keys are dropped)."""
+    """Rebuild a `TrainConfig` from `config.json` / a checkpoint (derived keys are dropped).
+
+    A configuration written before `exclude_bias_norm_wd` existed trained with biases and norms
+    excluded from weight decay (then the only behaviour), so it resumes that way.
+    """
     known = {f.name for f in fields(TrainConfig)}
-    return _build({k: v for k, v in data.items() if k in known})
+    values = {k: v for k, v in data.items() if k in known}
+    values.setdefault("exclude_bias_norm_wd", True)
+    return _build(values)
 
 
 def settable_keys() -> list[str]:

@@ -40,7 +40,8 @@ class Stepper:
         self.num_views = int(getattr(method, "num_views", 2))
         self.augment = build_augmentation(replace(config, channels_last=channels_last), self.num_views)
         self.augment.to(runtime.device)
-        self.optimizer = build_optimizer(method.param_groups(config.weight_decay), config, runtime.device)
+        groups = method.param_groups(config.weight_decay, exclude_bias_norm=config.exclude_bias_norm_wd)
+        self.optimizer = build_optimizer(groups, config, runtime.device)
         self.scaler = torch.amp.GradScaler("cuda") if runtime.precision == "fp16" else None
 
     def wrap(self) -> None:

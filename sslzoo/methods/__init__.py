@@ -6,6 +6,13 @@ fusion, `iecl` = SimCLR + IE-CL. Any host that implements `host_forward` takes p
 `build_method("byol", encoder, plugins=["mixco"])`. Hyperparameters are the constructor keywords of
 the host and of each plug-in (`method_hparams` lists them with their defaults), so a recipe can set
 them by name.
+
+Plug-ins stack in one fixed order, whatever order they are named in (`PLUGIN_ORDER`, innermost
+first): MixCo wraps the host (its mix term is part of the objective), IE-CL wraps that (it replaces
+the second view that the host and MixCo's mixing then see), batch fusion wraps everything (it
+transforms the views that every other part sees: the host, MixCo's mixing, IE-CL's transform and
+entropy terms). So `--plugin batchfusion --plugin mixco` and `--plugin mixco --plugin batchfusion`
+build the same module. Combinations that cannot work are refused here, with the reason.
 """
 
 from __future__ import annotations
@@ -67,6 +74,8 @@ HOSTS: dict[str, type[Method]] = {
 }
 #: The plug-in wrappers by name.
 PLUGINS: dict[str, type[Plugin]] = {"mixco": MixCo, "batchfusion": BatchFusion, "iecl": IECL}
+#: The order plug-ins wrap the host in, innermost first (see the module docstring).
+PLUGIN_ORDER: tuple[str, ...] = tuple(sorted(PLUGINS, key=lambda name: PLUGINS[name].wrap_rank))
 
 
 @dataclass(frozen=True)
@@ -80,7 +89,10 @@ class MethodSpec:
 
 
 def resolve(name: str, plugins: Sequence[str] = ()) -> tuple[str, tuple[str, ...]]:
-    """(host method, plug-ins innermost first) for a registry name plus extra plug-ins."""
+    """(host method, plug-ins innermost first) for a registry name plus extra plug-ins.
+
+    The plug-ins come back in `PLUGIN_ORDER`, each once, whatever order they were given in.
+    """
     if isinstance(plugins, str):
         plugins = (plugins,)
     if name not in METHOD_NAMES:
@@ -89,12 +101,8 @@ def resolve(name: str, plugins: Sequence[str] = ()) -> tuple[str, tuple[str, ...
     if unknown:
         raise ConfigError(f"Unknown plug-in(s) {unknown}; choose from {', '.join(PLUGIN_NAMES)}.")
     host, default_plugins = DEFAULT_COMPOSITIONS.get(name, (name, ()))
-    chain = list(default_plugins)
-    for plugin in plugins:
-        if plugin in chain:
-            continue
-        chain.append(plugin)
-    return host, tuple(chain)
+    wanted = {*default_plugins, *plugins}
+    return host, tuple(plugin for plugin in PLUGIN_ORDER if plugin in wanted)
 
 
 def _keyword_defaults(cls: type) -> dict[str, Any]:
@@ -152,6 +160,7 @@ def build_method(name: str, encoder: Encoder, plugins: Sequence[str] = (), **hpa
     host, chain = resolve(name, plugins)
     host_cls = _class_for(host, HOSTS)
     plugin_classes = [_class_for(p, PLUGINS) for p in chain]
+    _check_composition(host, host_cls, chain)
     accepted = method_hparams(name, plugins)
     unknown = sorted(set(hparams) - set(accepted))
     if unknown:
@@ -169,6 +178,24 @@ def build_method(name: str, encoder: Encoder, plugins: Sequence[str] = (), **hpa
     return method
 
 
+def can_host_plugins(host_cls: type[Method]) -> bool:
+    """Whether a method exposes the per-view embeddings and targets (`host_forward`, `embed`)
+    that MixCo and IE-CL build on."""
+    return host_cls.host_forward is not Method.host_forward and host_cls.embed is not Method.embed
+
+
+def _check_composition(host: str, host_cls: type[Method], chain: Sequence[str]) -> None:
+    """Refuse, before anything is built, a plug-in that cannot work on `host`, saying why."""
+    for plugin in chain:
+        plugin_cls = PLUGINS[plugin]
+        if plugin_cls.needs_host_interface and not can_host_plugins(host_cls):
+            workable = [p for p in PLUGIN_NAMES if not PLUGINS[p].needs_host_interface]
+            raise ConfigError(
+                f"{plugin_cls.title} cannot wrap {host}: it {plugin_cls.host_requirement}, and {host} "
+                f"{host_cls.why_no_plugins}. With {host}, use {' or '.join(workable)} instead."
+            )
+
+
 def _class_for(name: str, classes: Mapping[str, type[Method]]) -> type[Method]:
     if name not in classes:
         raise ConfigError(f"{name!r} is not one of {', '.join(classes)}.")
@@ -184,6 +211,7 @@ __all__ = [
     "MINC",
     "PLUGINS",
     "PLUGIN_NAMES",
+    "PLUGIN_ORDER",
     "BatchFusion",
     "HostOutput",
     "Method",
@@ -196,6 +224,7 @@ __all__ = [
     "Spectral",
     "SupCon",
     "build_method",
+    "can_host_plugins",
     "method_hparams",
     "resolve",
     "validate_hparams",

@@ -55,6 +55,8 @@ class Method(nn.Module):
     name: ClassVar[str] = "method"
     supervised: ClassVar[bool] = False
     num_views: ClassVar[int] = 2
+    #: Why MixCo and IE-CL cannot wrap this method, for methods without `host_forward`.
+    why_no_plugins: ClassVar[str] = "exposes no per-view embeddings and targets (no host_forward)"
 
     def __init__(self, encoder: Encoder):
         super().__init__()
@@ -78,17 +80,21 @@ class Method(nn.Module):
     def after_step(self, progress: float) -> None:
         """Hook after each optimiser step (EMA updates, queues). `progress` = step / total steps, in [0, 1]."""
 
-    def param_groups(self, weight_decay: float) -> list[dict]:
-        """Optimiser parameter groups. Biases and norm parameters get no weight decay and are
-        flagged `lars_exclude` so LARS skips its trust ratio for them (as solo-learn does)."""
-        decay, no_decay = [], []
-        for _, param in self.named_parameters():
-            if not param.requires_grad:
-                continue
-            (no_decay if param.ndim <= 1 else decay).append(param)
+    def param_groups(self, weight_decay: float, exclude_bias_norm: bool = False) -> list[dict]:
+        """Optimiser parameter groups of the trainable parameters (momentum copies are not).
+
+        By default every parameter decays, as the SGD references do (SupContrast and SelfCon build
+        SGD on `model.parameters()`; solo-learn's `exclude_bias_n_norm_wd` is off). With
+        `exclude_bias_norm` the biases and norm parameters (every 1-d parameter) get no weight
+        decay and are flagged `lars_exclude`, so LARS skips its trust ratio for them: solo-learn's
+        LARS `exclude_bias_n_norm`, which its SimCLR and BYOL recipes turn on.
+        """
+        trainable = [param for param in self.parameters() if param.requires_grad]
+        if not exclude_bias_norm:
+            return [{"params": trainable, "weight_decay": weight_decay, "lars_exclude": False}]
         return [
-            {"params": decay, "weight_decay": weight_decay, "lars_exclude": False},
-            {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True},
+            {"params": [p for p in trainable if p.ndim > 1], "weight_decay": weight_decay, "lars_exclude": False},
+            {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0, "lars_exclude": True},
         ]
 
     def export_encoder(self) -> Encoder:

@@ -118,6 +118,9 @@ class BatchFusionModule(nn.Module):
 
 class BatchFusion(Plugin):
     name = "batchfusion"
+    title = "batch fusion"
+    wrap_rank = 2  # outermost: every other part sees the fused views
+    needs_host_interface = False  # only transforms the views: any method's `forward` takes them
 
     #: What each keyword of `__init__` may be.
     hparam_limits = {
@@ -166,7 +169,9 @@ class BatchFusion(Plugin):
         return loss, {**logs, "fusion_gate": torch.tensor(max(self.fusion.gates()))}
 
     def host_forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> HostOutput:
-        return self.host.host_forward(self.fuse(views), labels)
+        out = self.host.host_forward(self.fuse(views), labels)
+        out.logs = {**out.logs, "fusion_gate": torch.tensor(max(self.fusion.gates()))}
+        return out
 
     def after_step(self, progress: float) -> None:
         self.host.after_step(progress)

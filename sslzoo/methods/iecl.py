@@ -18,6 +18,12 @@ batches. Interpreted here (every part below is an interpretation):
   `iecl_preservation_weight` (its gradient also reaches T_phi, in the same direction as generation).
 - One optimiser, one backward pass: L = L_host(v1, v2~) - lambda_g dH + lambda_r R, instead of
   alternating steps. T_phi is training-only; `export_encoder()` drops it.
+- The two extra passes (v2~ for dH, v2 for the baseline) leave BatchNorm's running statistics
+  alone (`frozen`): they are updated by the host's own pass only, as without IE-CL.
+- In a stack IE-CL sits inside batch fusion (it transforms the fused second view and measures
+  entropies on fused views) and outside MixCo (MixCo mixes v1 and v2~, the pair the host sees).
+- Batch size: the paper's claim is about small batches, so the zoo's recipe trains at 128 (half
+  SimCLR's 256, the lr scaled with it); compare with SimCLR at the same batch.
 """
 
 from __future__ import annotations
@@ -57,11 +63,14 @@ class EntropyGenerator(nn.Module):
 
 @contextmanager
 def frozen(module: nn.Module) -> Iterator[None]:
-    """Run `module` without parameter gradients and without touching BatchNorm running statistics;
-    gradients still flow to its input."""
+    """Run `module` without parameter gradients and without touching BatchNorm's running statistics
+    (mean, variance and batch count are as before the block); gradients still flow to its input.
+
+    BatchNorm still normalises with the batch's own statistics, as in the host's pass."""
     params = [p for p in module.parameters() if p.requires_grad]
     norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
+    counts = [m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None for m in norms]
     for p in params:
         p.requires_grad_(False)
     for m in norms:
@@ -71,12 +80,20 @@ def frozen(module: nn.Module) -> Iterator[None]:
     finally:
         for p in params:
             p.requires_grad_(True)
-        for m, momentum in zip(norms, momenta):
+        for m, momentum, count in zip(norms, momenta, counts):
             m.momentum = momentum
+            if count is not None:
+                m.num_batches_tracked.copy_(count)
 
 
 class IECL(Plugin):
     name = "iecl"
+    title = "IE-CL"
+    wrap_rank = 1
+    host_requirement = (
+        "replaces the second of two views and measures the entropy of the host's embeddings "
+        "(host_forward, embed)"
+    )
 
     #: What each keyword of `__init__` may be.
     hparam_limits = {
@@ -113,8 +130,8 @@ class IECL(Plugin):
         out = self.host.host_forward([first, generated], labels)
         with frozen(self.host):
             _, generated_embedding = self.host.embed(generated)  # gradient reaches T_phi only
-        with torch.no_grad():
-            _, clean_embedding = self.host.embed(second)
+            with torch.no_grad():
+                _, clean_embedding = self.host.embed(second)  # the baseline: no gradient, no BN update
         gain = coding_rate_entropy(generated_embedding, self.eps_squared) - coding_rate_entropy(
             clean_embedding, self.eps_squared
         )

@@ -54,6 +54,9 @@ def mix_targets(lam: torch.Tensor, num_extra: int = 0) -> torch.Tensor:
 
 class MixCo(Plugin):
     name = "mixco"
+    title = "MixCo"
+    wrap_rank = 0
+    host_requirement = "scores mixed images against the host's per-view targets (host_forward, embed)"
 
     #: What each keyword of `__init__` may be.
     hparam_limits = {"mix_temperature": positive(), "mix_weight": non_negative()}

@@ -1,18 +1,27 @@
 """SelfCon (Bae et al., AAAI 2023): self-contrastive learning between the exits of one network.
 
 A sub-network G leaves the backbone after `exit_layer` (default layer2, the official
-`selfcon_pos [False, True, False]`); with `selfcon_size fc` it is GAP -> Linear(C_exit -> D), the
-only new layer. The backbone exit F and the sub-network exit G each have their own projection head
-(SupCon shape, 512 -> 512 -> 128). The exits are the "views" of one SupCon loss, contrast mode
-"all", tau = 0.1, tau_base = 0.07, and gradients flow through both exits into the shared stages.
+`selfcon_pos [False, True, False]`). Its size (`selfcon_size`, the official argument) is
+- "fc" (the official CIFAR script): GAP -> Linear(C_exit -> D), the only new layer;
+- "same" (the official ImageNet script): an unshared, freshly initialised copy of the backbone's
+  stages after the exit (layer3 + layer4 for the layer2 exit), then GAP;
+- "small": the same with half the blocks per stage (at least one).
+The backbone exit F and the sub-network exit G each have their own projection head (SupCon shape,
+512 -> 512 -> 128). The exits are the "views" of one SupCon loss, contrast mode "all", tau = 0.1,
+tau_base = 0.07, and gradients flow through both exits into the shared stages.
 
-Variants (`variant`):
-- "S" (default, the paper's headline): supervised, one augmented view per image; the positives of
-  an exit embedding are the same image's other exit and both exits of every same-class image.
-- "M": supervised, two views, four embeddings per image (SelfCon-M).
-- "MU": unsupervised, two views; the positives are the same image's three other embeddings
-  (SelfCon-MU, the zoo's unsupervised SelfCon).
-The sub-network and both heads are training-only; `export_encoder()` drops them.
+Variants (`variant`), with the positives P(a) of an exit embedding a:
+- "S" (default, the paper's headline): supervised, one augmented view per image; P(a) = the same
+  image's other exit and both exits of every same-class image.
+- "M": supervised, two views, four embeddings per image; P(a) = every other embedding of the class.
+- "MU": unsupervised, two views, the official SelfCon-MU (`main_represent.py` stacks the two views
+  along the batch axis and `ConLoss` builds `eye(2B)` without labels): P(a) = the other exit of
+  the *same view* only; the image's other view is a negative. The zoo's unsupervised SelfCon.
+- "MU-image": unsupervised, two views, an alternative reading kept for comparison: P(a) = the
+  three other embeddings of the same image (both exits of the other view as well).
+The sub-network and both heads are training-only; `export_encoder()` drops them. SelfCon
+contrasts exits, not views against per-view targets, so it cannot host MixCo or IE-CL (batch
+fusion, which only transforms the views, works).
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ..encoder import Encoder
 from ..errors import ConfigError
@@ -28,7 +38,10 @@ from ..limits import one_of, positive, whole
 from ..losses import SupConLoss
 from .base import Method
 
-VARIANTS = {"S": (True, 1), "M": (True, 2), "MU": (False, 2)}  # variant -> (supervised, views)
+#: variant -> (supervised, views)
+VARIANTS = {"S": (True, 1), "M": (True, 2), "MU": (False, 2), "MU-image": (False, 2)}
+SIZES = ("fc", "same", "small")
+STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 
 def _exit_channels(stage: nn.Module) -> int:
@@ -36,10 +49,34 @@ def _exit_channels(stage: nn.Module) -> int:
     return [m for m in stage.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
 
 
+def _blocks(stage: nn.Module) -> tuple[type[nn.Module], int]:
+    blocks = list(stage.children())
+    return type(blocks[0]), len(blocks)
+
+
+def sub_network(encoder: Encoder, exit_layer: str, size: str) -> nn.Module:
+    """The sub-network G from the `exit_layer` feature map to a D-dimensional vector (D = the backbone's)."""
+    if size == "fc":
+        channels = _exit_channels(getattr(encoder, exit_layer))
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, encoder.num_features))
+    later = STAGES[STAGES.index(exit_layer) + 1 :]
+    block, _ = _blocks(getattr(encoder, later[0]))
+    if block not in (BasicBlock, Bottleneck):
+        raise ConfigError(f"selfcon_size={size!r} needs a torchvision ResNet backbone.")
+    counts = [_blocks(getattr(encoder, stage))[1] for stage in STAGES]
+    if size == "small":
+        counts = [max(1, n // 2) for n in counts]
+    # A fresh torchvision ResNet with these block counts: its later stages have the backbone's
+    # shapes and torchvision's initialisation, and share no parameter with the backbone.
+    fresh = ResNet(block, counts)  # type: ignore[arg-type]
+    return nn.Sequential(*(getattr(fresh, stage) for stage in later), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
 class SelfCon(Method):
     name = "selfcon"
     supervised = True
     num_views = 1
+    why_no_plugins = "contrasts the exits of one network, not views against per-view targets"
 
     #: What each keyword of `__init__` may be.
     hparam_limits = {
@@ -60,21 +97,21 @@ class SelfCon(Method):
         proj_output_dim: int = 128,
         exit_layer: str = "layer2",
         variant: str = "S",
+        selfcon_size: str = "fc",
     ):
         super().__init__(encoder)
         if variant not in VARIANTS:
             raise ConfigError(f"Unknown SelfCon variant {variant!r}; choose one of {list(VARIANTS)}.")
-        if exit_layer not in ("layer1", "layer2", "layer3"):
+        if exit_layer not in STAGES[:-1]:
             raise ConfigError(f"exit_layer must be layer1, layer2 or layer3 (got {exit_layer!r}).")
+        if selfcon_size not in SIZES:
+            raise ConfigError(f"Unknown selfcon_size {selfcon_size!r}; choose one of {list(SIZES)}.")
         self.variant = variant
         self.supervised, self.num_views = VARIANTS[variant]  # type: ignore[misc]  # per-instance variant
         self.exit_layer = exit_layer
+        self.selfcon_size = selfcon_size
         width = encoder.num_features
-        self.sub_network = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Linear(_exit_channels(getattr(encoder, exit_layer)), width),
-        )
+        self.sub_network = sub_network(encoder, exit_layer, selfcon_size)
         self.projector = build_head(supcon_projector(width, proj_hidden_dim, proj_output_dim))
         self.sub_projector = build_head(supcon_projector(width, proj_hidden_dim, proj_output_dim))
         self.loss_fn = SupConLoss(temperature, base_temperature)
@@ -91,6 +128,12 @@ class SelfCon(Method):
         self._check_views(views)
         if self.supervised and labels is None:
             raise ConfigError(f"SelfCon-{self.variant} is supervised: pass the batch's class labels.")
-        columns = [embedding for view in views for embedding in self.exit_embeddings(view)]
-        loss = self.loss_fn(torch.stack(columns, dim=1), labels if self.supervised else None)
+        if self.variant == "MU":
+            # The official layout: views stacked along the batch, exits as the loss's "views", no
+            # labels, so each row's only positive is its other exit.
+            sub, backbone = self.exit_embeddings(torch.cat(views))
+            loss = self.loss_fn(torch.stack([sub, backbone], dim=1))
+        else:
+            columns = [embedding for view in views for embedding in self.exit_embeddings(view)]
+            loss = self.loss_fn(torch.stack(columns, dim=1), labels if self.supervised else None)
         return loss, {"loss_selfcon": loss.detach()}
