@@ -26,7 +26,7 @@ from sslzoo.weight_files import INDEX_NAME
 
 from .curves import plot_training_curves
 from .onnx import ONNX_NAME
-from .results import TRAINING_KEYS, knn_label, linear_label, model_name, normalise_metrics
+from .results import TRAINING_KEYS, knn_label, linear_label, model_name, normalise_metrics, plain_number
 
 LICENSE = "mit"
 RESULTS_NAME = "results.json"
@@ -122,7 +122,7 @@ def model_facts(encoder: Encoder | None = None, info: registry.ModelInfo | None 
     if not facts.get("paper") and facts.get("method"):  # a run outside the registry: its method's paper
         relatives = registry.list_models(f"{facts['method']}-*")
         facts["paper"] = registry.model_info(relatives[0]).paper if relatives else None
-    facts.setdefault("metrics", {})
+    facts["metrics"] = normalise_metrics(facts.get("metrics"), percent=True)  # any stored shape
     facts.setdefault("training", {})
     facts.setdefault("plugins", [])
     if not facts.get("name"):
@@ -131,7 +131,7 @@ def model_facts(encoder: Encoder | None = None, info: registry.ModelInfo | None 
 
 
 def eval_results(facts: Mapping[str, Any]) -> list[EvalResult]:
-    """The card's `model-index` entries: one per measured kNN protocol, plus the linear probe."""
+    """The card's `model-index` entries: one per measured kNN setting and linear-probe protocol."""
     metrics = facts.get("metrics") or {}
     dataset = _dataset(facts, evaluated=True)
     common = dict(
@@ -155,9 +155,18 @@ def eval_results(facts: Mapping[str, Any]) -> list[EvalResult]:
                 metric_args=protocol,
             )
         )
-    linear = metrics.get("linear")
-    if linear and linear.get("top1") is not None:
-        results.append(EvalResult(**common, metric_name=linear_label(linear), metric_value=linear["top1"]))
+    for entry in metrics.get("linear", []):
+        protocol = entry.get("protocol")
+        args = {key: entry[key] for key in ("protocol", "epochs", "lr", "batch_size") if entry.get(key) is not None}
+        results.append(
+            EvalResult(
+                **common,
+                metric_name=linear_label(entry),
+                metric_value=entry["top1"],
+                metric_config=f"protocol={protocol}" if protocol else None,
+                metric_args=args if protocol else None,
+            )
+        )
     return results
 
 
@@ -278,11 +287,10 @@ def _results_section(facts: Mapping[str, Any]) -> str:
         f"| {knn_label(entry)} | {_percent(entry.get('top1'))} | {_percent(entry.get('top5'))} |"
         for entry in metrics.get("knn", [])
     ]
-    linear = metrics.get("linear")
-    if linear and linear.get("top1") is not None:
-        rows.append(
-            f"| {linear_label(linear)} | {_percent(linear['top1'])} | {_percent(linear.get('top5'))} |"
-        )
+    rows += [
+        f"| {linear_label(entry)} | {_percent(entry['top1'])} | {_percent(entry.get('top5'))} |"
+        for entry in metrics.get("linear", [])
+    ]
     if not rows:
         return "## Results\n\nNot yet measured: no evaluation of these weights has been recorded.\n"
     split = metrics.get("split", "test")
@@ -357,11 +365,6 @@ def _epochs(training: Mapping[str, Any]) -> Any:
     return f"{epochs} (of {planned} planned)" if planned is not None and planned != epochs else epochs
 
 
-def plain_number(value: Any) -> Any:
-    """200.0 -> 200: sslzoo-train records epochs as floats (a run may stop mid-epoch)."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
 def _floats(values: Any) -> str:
     return "(" + ", ".join(f"{value:g}" for value in values) + ")" if values else "not recorded"
 
@@ -428,10 +431,37 @@ def _usage(facts: Mapping[str, Any], repo_id: str | None, files: Sequence[str]) 
     return "\n".join(parts)
 
 
+#: What each linear-probe protocol is, for the card's evaluation section.
+PROBE_DESCRIPTIONS = {
+    "fast": "a linear classifier trained on frozen, cached, un-augmented features of the training split, "
+    "standardised with its mean and std",
+    "reference": "the papers' protocol (SupContrast and SelfCon `main_linear.py`): a linear classifier "
+    "trained on the frozen encoder's features (eval mode) of a fresh random resized crop and horizontal "
+    "flip of every training image in every epoch, plain SGD with a step decay",
+}
+_NOT_SETTINGS = ("top1", "top5", "protocol", "features", "source")
+
+
 def _evaluation(facts: Mapping[str, Any]) -> str:
     metrics = facts.get("metrics") or {}
-    linear = metrics.get("linear") or {}
-    details = ", ".join(f"{key} {value}" for key, value in linear.items() if key not in ("top1", "top5"))
+    linear = metrics.get("linear") or []
+    bullets = []
+    for entry in linear:
+        protocol = entry.get("protocol")
+        settings = ", ".join(f"{key} {_setting(value)}" for key, value in entry.items() if key not in _NOT_SETTINGS)
+        what = PROBE_DESCRIPTIONS.get(protocol, "a linear classifier on frozen features; its protocol was not recorded")
+        source = f"; settings from {entry['source']}" if entry.get("source") else ""
+        bullets.append(
+            f"- **Linear probe, {protocol or 'unnamed'} protocol**: {what}"
+            f"{' (' + settings + ')' if settings else ''}{source}; top-1 and top-5 on the test split.\n"
+        )
+    if not linear:
+        bullets.append(
+            f"- **Linear probe**: not measured. `fast`: {PROBE_DESCRIPTIONS['fast']}; `reference`: "
+            f"{PROBE_DESCRIPTIONS['reference']}.\n"
+        )
+    elif len({entry.get("protocol") for entry in linear}) > 1:
+        bullets.append("- The protocols' numbers differ by design: compare each only with the same protocol's.\n")
     sizes = ""
     if metrics.get("train_images") and metrics.get("test_images"):
         uses = "kNN bank and probe training set" if linear else "kNN bank"
@@ -439,19 +469,28 @@ def _evaluation(facts: Mapping[str, Any]) -> str:
             f"- Measured with {metrics['train_images']:,} training images ({uses}) "
             f"and {metrics['test_images']:,} test images.\n"
         )
+    protocols = {entry.get("protocol") for entry in linear}
+    flag = " --linear-protocol both" if {"fast", "reference"} <= protocols else (
+        " --linear-protocol reference" if "reference" in protocols else ""
+    )
     return (
         "## How it was evaluated\n\n"
         "- **kNN**: every training image, with test-time preprocessing and no augmentation, is embedded "
         "and L2-normalised to form the memory bank. Each test image votes with its k most cosine-similar "
         "bank features, weighted by exp(similarity / t); the class with the largest sum wins. k=200, t=0.1 "
         "is the standard monitor (InstDisc, MoCo, lightly); k=20, t=0.07 is solo-learn's.\n"
-        "- **Linear probe**: a linear classifier trained on frozen, cached features of the training split"
-        f"{' (' + details + ')' if details else ''}; top-1 and top-5 on the test split.\n"
-        "- Numbers are from the final weights of a single run, not the best epoch. "
-        f"`sslzoo-eval {facts['name']} --dataset {_dataset(facts, evaluated=True).key}` "
+        + "".join(bullets)
+        + "- Numbers are from the final weights of a single run, not the best epoch. "
+        f"`sslzoo-eval {facts['name']} --dataset {_dataset(facts, evaluated=True).key}{flag}` "
         "measures them again.\n"
         f"{sizes}"
     )
+
+
+def _setting(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(f"{item:g}" if isinstance(item, float) else str(item) for item in value) + ")"
+    return str(plain_number(value))
 
 
 def _limitations(facts: Mapping[str, Any], dataset: DatasetFacts) -> str:

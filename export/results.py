@@ -9,12 +9,17 @@ Metrics are stored in one shape, accuracies in percent on the dataset's test spl
 
     {"knn": [{"k": 200, "t": 0.1, "top1": 85.12, "top5": 99.31},
              {"k": 20, "t": 0.07, "top1": 84.40, "top5": 99.02}],
-     "linear": {"top1": 88.20, "top5": 99.58, "epochs": 100, "lr": 0.1, ...},
+     "linear": [{"protocol": "fast", "top1": 88.20, "top5": 99.58, "epochs": 100, "lr": 0.03, ...},
+                {"protocol": "reference", "top1": 90.10, "top5": 99.70, "lr": 1.0, ...}],
      "split": "test", "dataset": "cifar10", "train_images": 50000, "test_images": 10000}
 
-`normalise_metrics` reads that shape, `sslzoo-eval --json` reports, the metrics `sslzoo-train`
-stores in a model's provenance (`knn` keyed `"k200_t0.1"`, `knn_bank_size`...), and flat forms
-(`knn_top1` + `knn_k` + `knn_t`, `linear_top1`), in percent or as fractions.
+Each linear entry names its probe protocol (`fast` or `reference`, `sslzoo.evaluation`); one
+without a name says "protocol not recorded" and is never shown as either. `normalise_metrics`
+reads that shape, `sslzoo-eval --json` reports (`linear` keyed by protocol), the metrics
+`sslzoo-train` stores in a model's provenance (`knn` keyed `"k200_t0.1"`, `knn_bank_size`...),
+earlier reports (one `linear` result, `linear_recipe` beside it: the fast probe, the only one
+`sslzoo-eval` had, recognised by its standardised features) and flat forms (`knn_top1` + `knn_k` +
+`knn_t`, `linear_top1` + `linear_protocol`), in percent or as fractions.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from typing import Any
 
 from sslzoo import registry
 from sslzoo.errors import ConfigError, UnknownModelError, WeightsNotAvailableError
-from sslzoo.hub import CONFIG_NAME
+from sslzoo.evaluation import FAST_PROBE, LINEAR_PROTOCOLS
+from sslzoo.hub import CONFIG_NAME, WEIGHTS_NAME
 from sslzoo.loading import sha256_of
 from sslzoo.weight_files import is_sharded, shard_sha256s, weights_sha256
 
@@ -70,27 +76,27 @@ def normalise_metrics(raw: Mapping[str, Any] | None, *, percent: bool | None = N
         return {}
     raw = {_ALIASES.get(key, key): value for key, value in raw.items() if key not in _TRANSIENT_KEYS}
     knn = _knn_entries(raw)
-    linear = _linear_entry(raw)
+    linear = _linear_entries(raw)
     consumed = {"knn", "linear", "linear_recipe", "knn_top1", "knn_top5", "knn_k", "knn_t"}
-    consumed |= {"linear_top1", "linear_top5"}
+    consumed |= {"linear_top1", "linear_top5", "linear_protocol"}
     rest = {
         key: value for key, value in raw.items() if key not in consumed and not key.startswith("knn_top1_")
     }
     accuracies = [
-        entry[key] for entry in [*knn, linear] for key in ("top1", "top5") if entry.get(key) is not None
+        entry[key] for entry in [*knn, *linear] for key in ("top1", "top5") if entry.get(key) is not None
     ]
     if percent is None:
         percent = not accuracies or any(value > 1.0 for value in accuracies)
     scale = 1.0 if percent else 100.0
-    for entry in [*knn, linear]:
+    for entry in [*knn, *linear]:
         for key in ("top1", "top5"):
             if entry.get(key) is not None:
                 entry[key] = round(float(entry[key]) * scale, 4)
     result: dict[str, Any] = {}
     if knn:
         result["knn"] = sorted(knn, key=lambda e: (e["k"] is None, -(e["k"] or 0), -(e["t"] or 0)))
-    if linear.get("top1") is not None:
-        result["linear"] = linear
+    if linear:
+        result["linear"] = sorted(linear, key=_protocol_rank)
     if result:
         result["split"] = rest.pop("split", "test")
     result.update(rest)
@@ -125,9 +131,25 @@ def knn_label(entry: Mapping[str, Any]) -> str:
     return f"kNN top-1 (k={entry['k']}, t={entry['t']:g})"
 
 
+def linear_result(metrics: Mapping[str, Any], protocol: str) -> dict[str, Any] | None:
+    """The linear-probe entry measured with `protocol` (`fast` or `reference`), if any."""
+    entries = metrics.get("linear") or []
+    if not isinstance(entries, list):  # a record in an earlier shape
+        entries = normalise_metrics({"linear": entries}, percent=True).get("linear", [])
+    return next((entry for entry in entries if entry.get("protocol") == protocol), None)
+
+
 def linear_label(entry: Mapping[str, Any]) -> str:
-    epochs = f", {entry['epochs']} epochs" if entry.get("epochs") else ""
-    return f"linear top-1 (frozen features{epochs})"
+    """The metric's name with its protocol, as cards and tables print it."""
+    if entry.get("protocol") not in LINEAR_PROTOCOLS:
+        return "linear top-1 (protocol not recorded)"
+    epochs = f", {plain_number(entry['epochs'])} epochs" if entry.get("epochs") else ""
+    return f"linear top-1 ({entry['protocol']} probe{epochs})"
+
+
+def plain_number(value: Any) -> Any:
+    """200.0 -> 200: sslzoo-train records epochs as floats (a run may stop mid-epoch)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def record_results(
@@ -143,7 +165,8 @@ def record_results(
     """Write measured results into `name`'s registry entry and return the updated entry.
 
     `metrics` (any form `normalise_metrics` reads; `percent` as there) are merged: a kNN result
-    replaces the one with the same (k, t), `linear` replaces `linear`. `training` keys are merged.
+    replaces the one with the same (k, t), a linear result the one of the same protocol. `training`
+    keys are merged.
     `weights` sets where the published weights are (`bundled`, `hub`, `none`); `weights_file` is
     the exact file users will download or that ships in the package, or the model folder that holds
     it (one `model.safetensors` or shards): its sha256 goes into the entry (for shards, their
@@ -301,17 +324,39 @@ def _knn_entries(raw: dict[str, Any]) -> list[dict[str, Any]]:
     return [entry for entry in entries if entry.get("top1") is not None]
 
 
-def _linear_entry(raw: dict[str, Any]) -> dict[str, Any]:
+def _linear_entries(raw: dict[str, Any]) -> list[dict[str, Any]]:
     linear = raw.get("linear")
-    entry = dict(linear) if isinstance(linear, Mapping) else {}
-    if isinstance(raw.get("linear_recipe"), Mapping):  # sslzoo-eval reports the probe's recipe beside it
-        entry = {**raw["linear_recipe"], **entry}
-    if "top1" not in entry and "acc1" in entry:
-        entry["top1"] = entry.pop("acc1")
-    for key in ("top1", "top5"):
-        if raw.get(f"linear_{key}") is not None:
-            entry[key] = raw[f"linear_{key}"]
-    return entry
+    if isinstance(linear, list):
+        entries = [dict(entry) for entry in linear]
+    elif isinstance(linear, Mapping) and not ({"top1", "acc1"} & set(linear)):
+        # sslzoo-eval's report: {"fast": {...}, "reference": {...}}
+        entries = [{"protocol": key, **value} for key, value in linear.items() if isinstance(value, Mapping)]
+    else:
+        entry = dict(linear) if isinstance(linear, Mapping) else {}
+        if isinstance(raw.get("linear_recipe"), Mapping):  # earlier reports put the recipe beside it
+            entry = {**raw["linear_recipe"], **entry}
+        for key in ("top1", "top5"):
+            if raw.get(f"linear_{key}") is not None:
+                entry[key] = raw[f"linear_{key}"]
+        if raw.get("linear_protocol") is not None:
+            entry["protocol"] = raw["linear_protocol"]
+        entries = [entry]
+    named = []
+    for entry in entries:
+        if "top1" not in entry and "acc1" in entry:
+            entry["top1"] = entry.pop("acc1")
+        if entry.get("top5") is None:
+            entry.pop("top5", None)
+        protocol = entry.pop("protocol", None)
+        if protocol is None and entry.get("features") == FAST_PROBE["features"]:
+            protocol = "fast"  # the fast probe's own record, from before protocols were named
+        named.append({"protocol": protocol, **entry})
+    return [entry for entry in named if entry.get("top1") is not None]
+
+
+def _protocol_rank(entry: Mapping[str, Any]) -> int:
+    protocol = entry.get("protocol")
+    return LINEAR_PROTOCOLS.index(protocol) if protocol in LINEAR_PROTOCOLS else len(LINEAR_PROTOCOLS)
 
 
 def _merge_metrics(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -320,6 +365,11 @@ def _merge_metrics(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         fresh = {(entry["k"], entry["t"]) for entry in new["knn"]}
         kept = [entry for entry in old.get("knn", []) if (entry.get("k"), entry.get("t")) not in fresh]
         merged["knn"] = normalise_metrics({"knn": kept + new["knn"]}, percent=True)["knn"]
+    if "linear" in new:
+        fresh_protocols = {entry.get("protocol") for entry in new["linear"]}
+        previous = normalise_metrics({"linear": old.get("linear") or []}, percent=True).get("linear", [])
+        kept = [entry for entry in previous if entry.get("protocol") not in fresh_protocols]
+        merged["linear"] = sorted(kept + new["linear"], key=_protocol_rank)
     return merged
 
 
@@ -327,7 +377,7 @@ def _write_json_atomically(path: Path, data: Any) -> None:
     """Same formatting as the file in the repository (indent 1), replaced in one step."""
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        temporary.write_text(json.dumps(data, indent=1))
+        temporary.write_text(json.dumps(data, indent=1) + "\n")
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

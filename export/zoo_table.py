@@ -3,6 +3,8 @@
 It is written to `model_cards/README.md` and between the `<!-- zoo:start -->` and
 `<!-- zoo:end -->` markers of the top-level README; nothing outside the markers is touched.
 Models without weights read "not yet trained", trained ones without numbers "not yet measured".
+Each linear-probe protocol has its own column: a number measured with one protocol never
+appears in the other's, and one whose protocol was not recorded appears in neither.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from sslzoo import registry
 from sslzoo.errors import ConfigError
 
 from .cards import DATASETS, plain_number
-from .results import knn_result
+from .results import knn_result, linear_result
 
 START_MARKER = "<!-- zoo:start -->"
 END_MARKER = "<!-- zoo:end -->"
@@ -22,7 +24,7 @@ WEIGHTS_WHERE = {"bundled": "in the package", "hub": "Hub", "none": "—"}
 
 
 def zoo_tables(card_prefix: str = "") -> str:
-    """Markdown tables of every registry model: kNN (k=200, t=0.1) and linear top-1 in percent.
+    """Markdown tables of every registry model: kNN (k=200, t=0.1) and linear top-1 per probe protocol, in percent.
 
     `card_prefix` is the path from the page holding the table to `model_cards/` (e.g.
     `"model_cards/"` for the top-level README, `""` inside `model_cards/`).
@@ -36,13 +38,17 @@ def zoo_tables(card_prefix: str = "") -> str:
         rows = [_row(info, card_prefix) for info in models if info.dataset == dataset]
         blocks.append(
             f"### {title}\n\n"
-            "| model | method | backbone | kNN top-1 (k=200, t=0.1) | linear top-1 | epochs | weights |\n"
-            "|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+            "| model | method | backbone | kNN top-1 (k=200, t=0.1) | linear top-1 (fast probe) "
+            "| linear top-1 (reference probe) | epochs | weights |\n"
+            "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
         )
     return (
         "Top-1 accuracy (%) on each dataset's test split, measured on the published weights. "
-        "Generated from the registry (`sslzoo/zoo.json`), the one source of these numbers.\n\n"
-        + "\n".join(blocks)
+        "Generated from the registry (`sslzoo/zoo.json`), the one source of these numbers. "
+        "Two linear-probe protocols, never mixed: *fast* (cached, un-augmented, standardised features; "
+        "the CPU default of `sslzoo-eval`) and *reference* (the papers' probe on augmented crops and flips, "
+        "`sslzoo-eval --linear-protocol reference`); only the reference column compares with published "
+        "linear accuracies.\n\n" + "\n".join(blocks)
     )
 
 
@@ -83,12 +89,16 @@ def _row(info: registry.ModelInfo, card_prefix: str) -> str:
     method = f"{info.method} ({info.host} + {'+'.join(info.plugins)})" if info.plugins else info.method
     method += " (labels)" if info.supervised else ""
     if not info.trained:
-        knn = linear = "not yet trained"
+        knn = fast = reference = "not yet trained"
     else:
         measured = knn_result(info.metrics)
-        linear_entry = info.metrics.get("linear") or {}
         knn = f"{measured['top1']:.2f}" if measured else "not yet measured"
-        linear = f"{linear_entry['top1']:.2f}" if linear_entry.get("top1") is not None else "not yet measured"
+        fast, reference = (_linear_cell(info.metrics, protocol) for protocol in ("fast", "reference"))
     epochs = plain_number(info.training.get("epochs", "—")) if info.trained else "—"
     where = WEIGHTS_WHERE[info.weights]
-    return f"| {name} | {method} | {info.backbone} | {knn} | {linear} | {epochs} | {where} |"
+    return f"| {name} | {method} | {info.backbone} | {knn} | {fast} | {reference} | {epochs} | {where} |"
+
+
+def _linear_cell(metrics: dict, protocol: str) -> str:
+    entry = linear_result(metrics, protocol)
+    return f"{entry['top1']:.2f}" if entry else "not yet measured"

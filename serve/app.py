@@ -308,8 +308,9 @@ def scores_text(metrics: dict[str, Any] | None, dataset: str | None = None) -> s
     for entry in canonical.get("knn", []):
         protocol = f" (k={entry['k']}, t={entry['t']})" if entry.get("k") is not None else ""
         parts.append(f"kNN top-1 {entry['top1']:.2f}%{protocol}")
-    if canonical.get("linear", {}).get("top1") is not None:
-        parts.append(f"linear probe top-1 {canonical['linear']['top1']:.2f}%")
+    for entry in canonical.get("linear", []):
+        protocol = f" ({entry['protocol']} protocol)" if entry.get("protocol") else " (protocol not recorded)"
+        parts.append(f"linear probe top-1 {entry['top1']:.2f}%{protocol}")
     if not parts:  # a record in a shape the normaliser does not know: show it as it is
         return "; ".join(f"{key.replace('_', ' ')} {_fmt(value)}" for key, value in _flatten(metrics)) + "."
     where = " ".join(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from PIL import Image
 from sslzoo.export.cards import build_card, model_facts, write_model_cards
 from sslzoo.export.cli import tools
 from sslzoo.export.curves import plot_training_curves, read_curves
-from sslzoo.export.results import record_results
+from sslzoo.export.results import linear_result, record_results
 from sslzoo.export.zoo_table import (
     END_MARKER,
     START_MARKER,
@@ -24,10 +25,14 @@ from sslzoo.export.zoo_table import (
 
 import sslzoo
 from sslzoo import ConfigError
+from sslzoo.loading import bundled_weights_dir
 
 MEASURED = {
     "knn": [{"k": 200, "t": 0.1, "top1": 85.12, "top5": 99.31}, {"k": 20, "t": 0.07, "top1": 84.4}],
-    "linear": {"top1": 88.2, "top5": 99.58, "epochs": 100},
+    "linear": [
+        {"protocol": "fast", "top1": 88.2, "top5": 99.58, "epochs": 100, "lr": 0.03},
+        {"protocol": "reference", "top1": 90.1, "top5": 99.7, "epochs": 100, "lr": 1.0, "milestones": [60, 75, 90]},
+    ],
     "split": "test",
 }
 TRAINING = {
@@ -72,9 +77,12 @@ def test_card_front_matter_carries_the_protocols_in_model_index():
     assert results == [
         ("kNN top-1 (k=200, t=0.1)", 85.12, "CIFAR-10", "test", "accuracy"),
         ("kNN top-1 (k=20, t=0.07)", 84.4, "CIFAR-10", "test", "accuracy"),
-        ("linear top-1 (frozen features, 100 epochs)", 88.2, "CIFAR-10", "test", "accuracy"),
+        ("linear top-1 (fast probe, 100 epochs)", 88.2, "CIFAR-10", "test", "accuracy"),
+        ("linear top-1 (reference probe, 100 epochs)", 90.1, "CIFAR-10", "test", "accuracy"),
     ]
     assert data.eval_results[0].metric_args == {"k": 200, "t": 0.1}
+    assert data.eval_results[3].metric_config == "protocol=reference"
+    assert data.eval_results[3].metric_args == {"protocol": "reference", "epochs": 100, "lr": 1.0}
 
 
 def test_card_body_says_what_it_is_how_to_use_it_and_how_it_was_measured():
@@ -99,8 +107,34 @@ def test_card_body_says_what_it_is_how_to_use_it_and_how_it_was_measured():
     assert 'sslzoo.load("hf-hub:sslzoo/mixco-resnet18-cifar10")' in text
     assert 'ort.InferenceSession(path, providers=["CPUExecutionProvider"])' in text
     assert "mean = np.array([0.4914, 0.4822, 0.4465]" in text and "size = 32" in text
-    assert "`sslzoo-eval mixco-resnet18-cifar10 --dataset cifar10`" in text
+    assert "| linear top-1 (fast probe, 100 epochs) | 88.20 | 99.58 |" in text
+    assert "| linear top-1 (reference probe, 100 epochs) | 90.10 | 99.70 |" in text
+    assert "- **Linear probe, fast protocol**: a linear classifier trained on frozen, cached, un-augmented" in text
+    assert "- **Linear probe, reference protocol**: the papers' protocol" in text
+    assert "milestones (60, 75, 90)" in text
+    assert "`sslzoo-eval mixco-resnet18-cifar10 --dataset cifar10 --linear-protocol both`" in text
     assert "Not yet measured" not in text and "```bibtex" in text
+
+
+def test_a_linear_result_without_its_protocol_is_never_shown_as_either():
+    metrics = {**MEASURED, "linear": [{"top1": 70.0, "epochs": 10}]}
+    text = parse(build_card(model_facts(info=measured_info(metrics=metrics)))).text
+    assert "| linear top-1 (protocol not recorded) | 70.00 | — |" in text
+    assert "fast probe" not in text and "reference probe" not in text
+    old_fast = {**MEASURED, "linear": {"top1": 61.05, "features": "standardised with the training set's mean and std"}}
+    assert "| linear top-1 (fast probe) | 61.05 | — |" in parse(build_card(model_facts(info=measured_info(metrics=old_fast)))).text
+
+
+def test_the_bundled_default_model_was_measured_with_the_fast_probe():
+    info = sslzoo.model_info(sslzoo.default_model())
+    assert linear_result(info.metrics, "fast")["top1"] == 61.05 and linear_result(info.metrics, "reference") is None
+    folder = bundled_weights_dir(info.name)
+    results = json.loads((folder / "results.json").read_text())
+    assert [entry["protocol"] for entry in results["metrics"]["linear"]] == ["fast"]
+    assert "| linear top-1 (fast probe, 100 epochs) | 61.05 | 96.10 |" in (folder / "README.md").read_text()
+    card = parse(build_card(model_facts(info=info)))  # what `sslzoo.export cards` writes for it
+    assert "| linear top-1 (fast probe, 100 epochs) | 61.05 | 96.10 |" in card.text
+    assert [r.metric_config for r in card.data.eval_results][-1] == "protocol=fast"
 
 
 def test_a_card_without_numbers_says_not_yet_measured_and_has_no_model_index():
@@ -186,15 +220,24 @@ def test_the_zoo_table_lists_every_model_with_measured_numbers_only(zoo_json):
     assert len(rows) == len(sslzoo.list_models()) == 50
     assert (
         "| [mixco-resnet18-cifar10](model_cards/mixco-resnet18-cifar10.md) | mixco (mocov2 + mixco) "
-        "| resnet18 | 85.12 | 88.20 | 200 | Hub |"
+        "| resnet18 | 85.12 | 88.20 | 90.10 | 200 | Hub |"
     ) in rows
     assert (
         "| [byol-resnet18-cifar10](model_cards/byol-resnet18-cifar10.md) | byol | resnet18 "
-        "| not yet measured | not yet measured | — | in the package |"
+        "| not yet measured | not yet measured | not yet measured | — | in the package |"
     ) in rows
     assert (
-        "| simclr-resnet18-cifar10 | simclr | resnet18 | not yet trained | not yet trained | — | — |" in rows
-    )
+        "| simclr-resnet18-cifar10 | simclr | resnet18 | not yet trained | not yet trained | not yet trained "
+        "| — | — |"
+    ) in rows
+    assert "| linear top-1 (fast probe) | linear top-1 (reference probe) |" in table
+    # A reference-only result lands in the reference column, an unnamed one in neither.
+    record_results("byol-resnet18-cifar10", metrics={"linear": {"reference": {"top1": 77.7}}})
+    record_results("supcon-resnet18-cifar10", metrics={"linear": {"top1": 66.6}}, weights="hub")
+    rows = zoo_tables().splitlines()
+    assert any("| byol | resnet18 | not yet measured | not yet measured | 77.70 |" in row for row in rows)
+    assert any("| supcon (labels) | resnet18 | not yet measured | not yet measured | not yet measured |" in row
+               for row in rows if "supcon-resnet18-cifar10" in row)
     assert "| supcon-resnet18-stl10 | supcon (labels) |" in table
     assert [line for line in table.splitlines() if line.startswith("### ")] == [
         "### CIFAR-10",
@@ -269,3 +312,11 @@ def test_a_log_without_curves_draws_nothing_and_a_broken_log_is_named(tmp_path):
     log.write_text('{"epoch": 0, "loss": 1.0}\n{"epoch": 1, "loss": \n')
     with pytest.raises(ConfigError, match="line 2 is not JSON"):
         read_curves(log)
+
+
+def test_the_committed_zoo_tables_are_what_the_registry_generates():
+    root = Path(__file__).parents[1]
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index(START_MARKER) + len(START_MARKER) : readme.index(END_MARKER)]
+    assert section.strip() == zoo_tables(card_prefix="model_cards/").strip()
+    assert (root / "model_cards" / "README.md").read_text().endswith(zoo_tables())

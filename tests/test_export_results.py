@@ -8,7 +8,15 @@ import shutil
 import pytest
 from click.testing import CliRunner
 from sslzoo.export.cli import tools
-from sslzoo.export.results import knn_label, knn_result, normalise_metrics, record_results, record_run
+from sslzoo.export.results import (
+    knn_label,
+    knn_result,
+    linear_label,
+    linear_result,
+    normalise_metrics,
+    record_results,
+    record_run,
+)
 
 import sslzoo
 from sslzoo import ConfigError, Encoder, UnknownModelError
@@ -21,9 +29,11 @@ def test_fractions_become_percent_and_flat_keys_become_the_canonical_shape():
     )
     assert metrics == {
         "knn": [{"k": 200, "t": 0.1, "top1": 85.12}],
-        "linear": {"top1": 88.2, "top5": 99.0},
+        "linear": [{"protocol": None, "top1": 88.2, "top5": 99.0}],  # a flat number does not say which probe
         "split": "test",
     }
+    named = normalise_metrics({"linear_top1": 70.0, "linear_protocol": "reference"})
+    assert named["linear"] == [{"protocol": "reference", "top1": 70.0}]
 
 
 def test_knn_results_keyed_by_protocol_are_parsed_and_sorted():
@@ -38,8 +48,33 @@ def test_knn_results_keyed_by_protocol_are_parsed_and_sorted():
         {"top1": 85.1, "top5": 99.2, "k": 200, "t": 0.1},
         {"top1": 84.0, "k": 20, "t": 0.07},
     ]
-    assert metrics["linear"] == {"top1": 88.0, "epochs": 100}
+    assert metrics["linear"] == [{"protocol": None, "top1": 88.0, "epochs": 100}]
     assert knn_result(metrics, 20, 0.07)["top1"] == 84.0 and knn_result(metrics, 200, 0.07) is None
+
+
+def test_linear_results_keyed_by_protocol_are_parsed_and_each_names_its_protocol():
+    report = {  # sslzoo-eval --linear-protocol both
+        "linear": {
+            "reference": {"protocol": "reference", "top1": 0.905, "top5": 0.99, "lr": 1.0},
+            "fast": {"protocol": "fast", "top1": 0.88, "top5": 0.98, "lr": 0.03},
+        }
+    }
+    metrics = normalise_metrics(report)
+    assert metrics["linear"] == [
+        {"protocol": "fast", "top1": 88.0, "top5": 98.0, "lr": 0.03},
+        {"protocol": "reference", "top1": 90.5, "top5": 99.0, "lr": 1.0},
+    ]
+    assert linear_result(metrics, "reference")["top1"] == 90.5 and linear_result({}, "fast") is None
+    assert linear_label(metrics["linear"][1]) == "linear top-1 (reference probe)"
+    assert linear_label({"top1": 1.0}) == "linear top-1 (protocol not recorded)"
+    # A report from before protocols were named: the fast probe, recognised by its standardised features.
+    earlier = normalise_metrics(
+        {
+            "linear": {"top1": 61.05},
+            "linear_recipe": {"epochs": 100, "features": "standardised with the training set's mean and std"},
+        }
+    )
+    assert earlier["linear"][0]["protocol"] == "fast" and earlier["linear"][0]["epochs"] == 100
 
 
 def test_percent_can_be_stated_and_a_missing_protocol_is_not_guessed():
@@ -73,7 +108,12 @@ def test_record_results_updates_the_entry_and_the_library_sees_it(zoo_json, tmp_
     )
     merged = sslzoo.model_info("byol-resnet18-cifar10")
     assert [(e["k"], e["top1"]) for e in merged.metrics["knn"]] == [(200, 86.88), (20, 85.0)]
-    assert merged.metrics["linear"] == {"top1": 90.1}
+    assert merged.metrics["linear"] == [{"protocol": None, "top1": 90.1}]
+    record_results("byol-resnet18-cifar10", metrics={"linear": {"reference": {"top1": 91.0}}})
+    record_results("byol-resnet18-cifar10", metrics={"linear": {"fast": {"top1": 80.0}}})
+    record_results("byol-resnet18-cifar10", metrics={"linear": {"fast": {"top1": 81.0}}})  # replaces fast only
+    protocols = [(e["protocol"], e["top1"]) for e in sslzoo.model_info("byol-resnet18-cifar10").metrics["linear"]]
+    assert protocols == [("fast", 81.0), ("reference", 91.0), (None, 90.1)]
     assert merged.training == {
         "epochs": 200,
         "batch_size": 512,
@@ -84,7 +124,7 @@ def test_record_results_updates_the_entry_and_the_library_sees_it(zoo_json, tmp_
     after = json.loads(zoo_json.read_text())
     changed = [a["name"] for a, b in zip(after["models"], before["models"], strict=True) if a != b]
     assert changed == ["byol-resnet18-cifar10"]
-    assert zoo_json.read_text() == json.dumps(after, indent=1)  # the repository's formatting is kept
+    assert zoo_json.read_text() == json.dumps(after, indent=1) + "\n"  # the repository's formatting is kept
 
 
 def test_record_results_refuses_bad_input(zoo_json, tmp_path):
@@ -149,7 +189,7 @@ def test_record_run_makes_a_run_loadable_by_name_with_its_checksum(zoo_json, tmp
             {"top1": 31.0, "top5": 80.0, "k": 200, "t": 0.1},
             {"top1": 30.5, "top5": 78.0, "k": 20, "t": 0.07},
         ],
-        "linear": {"epochs": 100, "lr": 0.1, "batch_size": 512, "top1": 35.5, "top5": 85.25},
+        "linear": [{"protocol": None, "epochs": 100, "lr": 0.1, "batch_size": 512, "top1": 35.5, "top5": 85.25}],
         "split": "test",
         "dataset": "cifar10",
         "train_images": 50000,
@@ -204,3 +244,14 @@ def test_a_run_is_never_filed_under_another_models_name(zoo_json, tmp_path):
     with pytest.raises(ConfigError, match=r"its method simclr \(not byol\)"):
         record_run(run, name="byol-resnet18-cifar10")
     assert sslzoo.model_info("simclr-resnet18-cifar100").metrics == {}
+
+
+def test_the_demo_names_the_linear_protocol_of_each_score():
+    from sslzoo.serve.app import scores_text
+
+    text = scores_text(
+        {"knn": {"k200_t0.1": {"top1": 50.0}}, "linear": {"fast": {"top1": 61.05}, "reference": {"top1": 66.0}}},
+        dataset="cifar10",
+    )
+    assert "linear probe top-1 61.05% (fast protocol)" in text and "66.00% (reference protocol)" in text
+    assert "(protocol not recorded)" in scores_text({"linear_top1": 40.0})

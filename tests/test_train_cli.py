@@ -158,7 +158,10 @@ def test_eval_prints_knn_and_linear_accuracies_as_json(reference):
         512,
     )
     assert set(report["knn"]) == {"k200_t0.1", "k20_t0.07"}
-    for accuracy in [*report["knn"].values(), report["linear"]]:
+    assert list(report["linear"]) == ["fast"]  # the CPU default
+    fast = report["linear"]["fast"]
+    assert (fast["protocol"], fast["epochs"], fast["lr"], fast["schedule"]) == ("fast", 3, 0.03, "cosine")
+    for accuracy in [*report["knn"].values(), fast]:
         assert 0 <= accuracy["top1"] <= accuracy["top5"] <= 100
     # The same numbers as the library computes from the same features.
     encoder = sslzoo.load(reference / "model")
@@ -166,6 +169,34 @@ def test_eval_prints_knn_and_linear_accuracies_as_json(reference):
     bank = extract_features(encoder, train.images, train.labels)
     query = extract_features(encoder, test.images, test.labels)
     assert report["knn"] == knn_evaluate(*bank, *query, num_classes=10)
+
+
+def test_eval_reference_protocol_prints_a_linear_result_that_names_its_protocol(reference):
+    result = _invoke(
+        eval_main,
+        [reference / "model", "--dataset", "fake", "--json", "--device", "cpu", "--linear-protocol", "both",
+         "--linear-epochs", "2"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    assert list(report["linear"]) == ["fast", "reference"]
+    ref = report["linear"]["reference"]
+    assert (ref["protocol"], ref["lr"], ref["batch_size"], ref["momentum"], ref["weight_decay"]) == (
+        "reference",
+        1.0,  # SimCLR: SupContrast's SimCLR probe
+        512,
+        0.9,
+        0.0,
+    )
+    assert (ref["epochs"], ref["milestones"], ref["crop_scale"]) == (2, [1, 2, 2], [0.2, 1.0])
+    assert 0 <= ref["top1"] <= ref["top5"] <= 100
+    assert "main_linear.py" in ref["source"]
+    table = _invoke(
+        eval_main,
+        [reference / "model", "--dataset", "fake", "--device", "cpu", "--linear-protocol", "reference",
+         "--linear-epochs", "1"],
+    )
+    assert "linear probe (reference) top-1" in table.output and "linear probe (fast)" not in table.output
 
 
 def test_eval_table_without_json(reference):
