@@ -16,7 +16,8 @@ Variants (`variant`), with the positives P(a) of an exit embedding a:
 - "M": supervised, two views, four embeddings per image; P(a) = every other embedding of the class.
 - "MU": unsupervised, two views, the official SelfCon-MU (`main_represent.py` stacks the two views
   along the batch axis and `ConLoss` builds `eye(2B)` without labels): P(a) = the other exit of
-  the *same view* only; the image's other view is a negative. The zoo's unsupervised SelfCon.
+  the *same view* only; the image's other view is a negative. The zoo's unsupervised SelfCon. As
+  there, both views go through the network in one pass (BatchNorm sees 2B images).
 - "MU-image": unsupervised, two views, an alternative reading kept for comparison: P(a) = the
   three other embeddings of the same image (both exits of the other view as well).
 The sub-network and both heads are training-only; `export_encoder()` drops them. SelfCon
