@@ -20,6 +20,8 @@ grows "as the training progresses". Interpreted here (every part below is an int
   views of an image do not receive the same mixture of the same partners.
 The weights depend on the batch size: `fusion_batch_size` is the largest per-process batch; a
 smaller batch (the last one of an epoch) uses the leading slice of the weights.
+In a plug-in stack batch fusion is always outermost, so the host, MixCo's mixes and IE-CL's
+transform and entropy terms all see the fused views; its gate is logged as `fusion_gate`.
 """
 
 from __future__ import annotations

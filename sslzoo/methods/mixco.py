@@ -14,6 +14,9 @@ MoCo-v2 is symmetric, so both views are mixed and their terms averaged, which is
 official SimCLR variant's 1/2 (SoftCE_1 + SoftCE_2). Mixed images are encoded in their own forward
 pass (the official MoCo code concatenates them with the clean queries: only BatchNorm statistics
 differ). Mix pairs are formed inside each process's batch, which must be even.
+In a plug-in stack MixCo is innermost: it mixes the views the host sees (fused by batch fusion,
+the second one transformed by IE-CL). The logits over targets and queue and the soft targets are
+computed in float32 under autocast (a bf16 lambda would shift the targets by up to 0.4 %).
 """
 
 from __future__ import annotations
