@@ -238,12 +238,14 @@ def evaluate_features(
     linear: bool = True,
     linear_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Both kNN protocols and (unless `linear=False`) the linear probe, as one JSON-ready dict."""
+    """Both kNN settings and (unless `linear=False`) the `fast` linear probe, as one JSON-ready dict;
+    the linear result names its protocol."""
     result: dict[str, Any] = {
         "knn": knn_evaluate(train_features, train_labels, test_features, test_labels, num_classes)
     }
     if linear:
-        result["linear"] = linear_probe(
+        accuracy = linear_probe(
             train_features, train_labels, test_features, test_labels, num_classes, **(linear_kwargs or {})
         )
+        result["linear"] = {"protocol": "fast", **accuracy}
     return result

@@ -103,7 +103,7 @@ def test_evaluate_features_bundles_knn_and_linear():
     x, y = _clusters(8, 2, 4, 0.1, seed=0)
     result = evaluate_features(x, y, x, y, 2, linear_kwargs={"epochs": 5, "batch_size": 8})
     assert result["knn"]["k200_t0.1"]["top1"] == 100.0
-    assert result["linear"]["top1"] == 100.0
+    assert result["linear"]["top1"] == 100.0 and result["linear"]["protocol"] == "fast"
     assert "linear" not in evaluate_features(x, y, x, y, 2, linear=False)
 
 
