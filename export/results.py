@@ -35,7 +35,7 @@ from typing import Any
 from sslzoo import registry
 from sslzoo.errors import ConfigError, UnknownModelError, WeightsNotAvailableError
 from sslzoo.evaluation import FAST_PROBE, LINEAR_PROTOCOLS
-from sslzoo.hub import CONFIG_NAME, WEIGHTS_NAME
+from sslzoo.hub import CONFIG_NAME
 from sslzoo.loading import sha256_of
 from sslzoo.weight_files import is_sharded, shard_sha256s, weights_sha256
 
