@@ -3,8 +3,10 @@ and resumed, recorded into a blank registry copy, and their sharded Hub folders 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -18,26 +20,31 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 from sslzoo.export.cli import tools
 from sslzoo.export.results import normalise_metrics
+from sslzoo.train import budget as budgets
 from sslzoo.train import builder as builder_module
 from sslzoo.train.builder import build, plan_status
-from sslzoo.train.cli import train_main
+from sslzoo.train.cli import eval_main, train_main
 from sslzoo.train.plans import load_plan
 from sslzoo.train.stepping import Stepper
 
 import sslzoo
 from sslzoo.errors import ConfigError
+from sslzoo.evaluation import LINEAR_PROTOCOLS
 from sslzoo.weight_files import INDEX_NAME, shard_names, shard_sha256s, weights_sha256
 
 REPO = Path(__file__).resolve().parent.parent
 NAMES = ["simclr-resnet18-cifar100", "mocov2-resnet18-cifar10", "mixco-resnet18-cifar100"]  # none bundled
 METHODS = ["simclr", "mocov2", "mixco"]
 STEPS = 4  # per entry: 8 fake images, batch 4, 2 epochs
+#: The linear probes of each entry of `tiny_plan`: the last one adds the reference probe (2 epochs).
+PROTOCOLS = {NAMES[0]: ["fast"], NAMES[1]: ["fast"], NAMES[2]: ["fast", "reference"]}
 
 
 def tiny_plan(
     path: Path, *, to: str = "safetensors", shard: str | None = None, extra: str = "", entries: int = 3
 ) -> Path:
-    """Three entries of 16 px fake images, evaluated on 16 + 8 images with a 2-epoch fast probe."""
+    """Three entries of 16 px fake images, evaluated on 16 + 8 images with 2-epoch linear probes:
+    the fast one for every entry, the reference one as well for the third."""
     text = f"""
 [eval]
 linear = ["fast"]
@@ -58,6 +65,8 @@ knn_every = 1
 """
     for name, method in list(zip(NAMES, METHODS))[:entries]:
         text += f'\n[[entry]]\nname = "{name}"\nmethod = "{method}"\nplugins = []\ndataset = "fake"\nepochs = 2\n'
+        if PROTOCOLS[name] != ["fast"]:
+            text += f"[entry.eval]\nlinear = {json.dumps(PROTOCOLS[name])}\n"
     path.write_text(text)
     return path
 
@@ -106,8 +115,13 @@ def test_each_finished_entry_is_a_complete_hub_folder_with_its_results(reference
         assert published.provenance.get("commit") == record["commit"]
         metrics = record["metrics"]
         assert set(metrics["knn"]) == {"k200_t0.1", "k20_t0.07"}
-        assert metrics["linear"]["protocol"] == "fast" and 0 <= metrics["linear"]["top1"] <= 100
+        assert list(metrics["linear"]) == PROTOCOLS[name]  # sslzoo-eval's shape: one result per protocol
+        for protocol, result in metrics["linear"].items():
+            assert result["protocol"] == protocol and result["epochs"] == 2  # the plan's linear_epochs
+            assert 0 <= result["top1"] <= result["top5"] <= 100
         assert (metrics["train_images"], metrics["test_images"]) == (16, 8)
+        reference_passes = 2 * 16 if "reference" in PROTOCOLS[name] else 0  # 2 epochs over the 16 images
+        assert (record["evaluated_images"], record["encoded_images"]) == (24, 24 + reference_passes)
         training = record["training"]
         assert training["steps"] == STEPS and training["views_per_s"] > 0 and training["wall_time_s"] > 0
         assert training["device"].startswith("cpu")
@@ -115,10 +129,17 @@ def test_each_finished_entry_is_a_complete_hub_folder_with_its_results(reference
         assert record["command"].startswith(f"sslzoo-train --method {record['method']} --dataset fake --epochs 2")
         assert "--set batch_size=4" in record["command"] and record["command"].endswith(str(reference / name))
         assert record["eval_command"].startswith(f"sslzoo-eval {reference / name / 'model'} --dataset fake")
+        choice = "both" if len(PROTOCOLS[name]) == 2 else "fast"
+        assert f"--linear-protocol {choice} --linear-epochs 2 --train-size 16" in record["eval_command"]
         if (REPO / ".git").exists():
             assert len(record["commit"].removesuffix("-dirty")) == 40
         results = json.loads((hub / "results.json").read_text())
         assert results["weights_sha256"] == weights_sha256(hub)
+        published_linear = {e["protocol"]: e["top1"] for e in results["metrics"]["linear"]}
+        assert published_linear == {protocol: r["top1"] for protocol, r in metrics["linear"].items()}
+        card = (hub / "README.md").read_text()
+        for protocol in ("fast", "reference"):
+            assert (f"linear top-1 ({protocol} probe, 2 epochs)" in card) == (protocol in PROTOCOLS[name])
         assert {k: v["sha256"] for k, v in results["files"].items() if k in shards} == shard_sha256s(hub)
 
 
@@ -150,6 +171,17 @@ def test_a_budget_that_ends_inside_the_second_entry_and_the_next_call(reference,
     assert (second.done, second.finished) == (True, NAMES[1:])
     assert list(records(runs)) == NAMES
     assert_same_weights(runs, reference)
+
+
+@pytest.mark.slow
+def test_the_recorded_eval_command_measures_the_same_numbers_again(reference):
+    record = records(reference)[NAMES[2]]  # evaluated with the fast and the reference probe
+    words = shlex.split(record["eval_command"])
+    assert words[0] == "sslzoo-eval" and "--linear-protocol" in words
+    result = CliRunner().invoke(eval_main, words[1:])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert {key: value for key, value in report.items() if key not in ("model", "seconds")} == record["metrics"]
 
 
 @pytest.mark.slow
@@ -244,6 +276,12 @@ def test_recording_the_runs_folder_fills_a_blank_registry_with_the_measured_numb
         assert (cards / f"{name}.md").is_file() and (cards / f"{name}-curves.png").is_file()
         knn = info.metrics["knn"][0]
         assert (knn["k"], knn["t"]) == (200, 0.1) and f"{knn['top1']:.2f}" in readme.read_text()
+        assert [entry["protocol"] for entry in info.metrics["linear"]] == PROTOCOLS[name]
+        row = next(line for line in readme.read_text().splitlines() if line.startswith(f"| [{name}]"))
+        fast, reference_cell = (cell.strip() for cell in row.split("|")[5:7])  # each in its protocol's column
+        assert fast == f"{record['metrics']['linear']['fast']['top1']:.2f}"
+        measured = record["metrics"]["linear"].get("reference")
+        assert reference_cell == (f"{measured['top1']:.2f}" if measured else "not yet measured")
         shutil.copytree(hub, Path(sslzoo.sslzoo_home()) / name)  # as if downloaded: every shard is checked
         assert torch.equal(
             sslzoo.load(name).state_dict()["conv1.weight"], sslzoo.load(hub).state_dict()["conv1.weight"]
@@ -267,6 +305,59 @@ def test_the_zoo_plan_lists_twenty_cifar_entries_in_priority_order(tmp_path):
     assert "0/39,000 steps" in result.output and "not yet measured" in result.output
 
 
+def test_the_zoo_plan_runs_both_linear_probes_and_its_budget_counts_the_reference_epochs():
+    plan = load_plan("zoo")
+    assert {entry.eval.linear for entry in plan.entries} == {LINEAR_PROTOCOLS} == {("fast", "reference")}
+    entry = plan.entry("mixco-resnet18-cifar100")
+    assert entry.eval.linear_epochs is None  # each protocol's own length
+    assert builder_module.eval_command(entry, Path("runs/zoo/m/model"), {"device": "cuda"}) == (
+        "sslzoo-eval runs/zoo/m/model --dataset cifar100 --device cuda --linear-protocol both --json"
+    )
+    # Both splits once (kNN and the fast probe), then the 50,000 training images in each of 100 reference epochs.
+    assert builder_module.evaluation_images(entry) == 60_000 + 100 * 50_000
+    fast_only = dataclasses.replace(entry, eval=dataclasses.replace(entry.eval, linear=("fast",)))
+    assert builder_module.evaluation_images(fast_only) == 60_000
+    report = {"train_images": 50_000, "test_images": 10_000, "linear": {"fast": {}, "reference": {"epochs": 100}}}
+    assert builder_module.encoded_images(report) == builder_module.evaluation_images(entry)
+    # A measured evaluation's time is per image through the encoder; a record without that count
+    # (fast probe only) has its splits' images.
+    measured = budgets.measured_from(
+        [
+            {"method": "mixco", "seconds": {"evaluate": 506.0}, "evaluated_images": 60_000,
+             "encoded_images": 5_060_000},
+            {"method": "simclr", "seconds": {"evaluate": 6.0}, "evaluated_images": 60_000},
+        ]
+    )
+    assert [m.evaluate_seconds_per_image for m in measured] == [pytest.approx(1e-4), pytest.approx(1e-4)]
+    seconds = budgets.finish_seconds(
+        images=builder_module.evaluation_images(entry), export_to="safetensors", history=measured, images_per_s=None
+    )
+    assert seconds == pytest.approx(1.25 * (506.0 + budgets.EXPORT_GUESS_SECONDS["safetensors"]))
+
+
+@pytest.mark.parametrize(
+    "linear, protocols, flags",
+    [
+        ('["reference", "fast"]', ("fast", "reference"), "--linear-protocol both"),
+        ('["reference"]', ("reference",), "--linear-protocol reference"),
+        ('"fast"', ("fast",), "--linear-protocol fast"),
+        ("[]", (), "--no-linear"),
+    ],
+)
+def test_a_plans_linear_protocols_become_the_eval_command(tmp_path, linear, protocols, flags):
+    path = tmp_path / "plan.toml"
+    path.write_text(
+        f'[eval]\nlinear = {linear}\nlinear_epochs = 3\n[[entry]]\nname = "selfcon-resnet18-cifar10"\n'
+        'method = "selfcon"\ndataset = "cifar10"\nepochs = 1\n'
+    )
+    entry = load_plan(path).entries[0]
+    assert entry.eval.linear == protocols  # in LINEAR_PROTOCOLS order
+    command = builder_module.eval_command(entry, Path("m"), {})
+    assert command == f"sslzoo-eval m --dataset cifar10 {flags}{' --linear-epochs 3' if protocols else ''} --json"
+    reference_epochs = 3 if "reference" in protocols else 0
+    assert builder_module.evaluation_images(entry) == 60_000 + reference_epochs * 50_000
+
+
 METHOD_NAMES = ["simclr", "mocov2", "byol", "supcon", "spectral", "mixco", "selfcon", "minc", "batchfusion", "iecl"]
 
 
@@ -281,7 +372,7 @@ METHOD_NAMES = ["simclr", "mocov2", "byol", "supcon", "spectral", "mixco", "self
         (
             'name = "byol-resnet18-cifar100"\nmethod = "byol"\ndataset = "cifar100"\nepochs = 1\n'
             '[entry.eval]\nlinear = ["slow"]',
-            "linear-probe protocol",
+            "linear-probe protocol.*fast, reference",
         ),
         (
             'name = "byol-resnet18-cifar100"\nmethod = "byol"\ndataset = "cifar100"\nepochs = 1\n'
@@ -326,13 +417,15 @@ def test_entry_settings_become_the_reproducing_command(tmp_path):
 
 
 def test_describe_gives_one_line_per_finished_entry():
-    line = builder_module.describe(
-        {
-            "name": "byol-resnet18-cifar10",
-            "metrics": {"knn": {"k200_t0.1": {"top1": 86.91}}, "linear": {"top1": 90.5, "protocol": "fast"}},
-            "training": {"wall_time_s": 5400.0, "world_size": 1, "device": "NVIDIA H200", "views_per_s": 41234.5},
-        }
+    linear = {"fast": {"protocol": "fast", "top1": 90.5}, "reference": {"protocol": "reference", "top1": 91.25}}
+    record = {
+        "name": "byol-resnet18-cifar10",
+        "metrics": {"knn": {"k200_t0.1": {"top1": 86.91}}, "linear": linear},
+        "training": {"wall_time_s": 5400.0, "world_size": 1, "device": "NVIDIA H200", "views_per_s": 41234.5},
+    }
+    assert builder_module.describe(record) == (
+        "finished byol-resnet18-cifar10: kNN 86.91, linear (fast) 90.50, linear (reference) 91.25, "
+        "1.50 h on 1x NVIDIA H200, 41,234 views/s"
     )
-    assert line == (
-        "finished byol-resnet18-cifar10: kNN 86.91, linear (fast) 90.50, 1.50 h on 1x NVIDIA H200, 41,234 views/s"
-    )
+    record["metrics"] = {"knn": {"k200_t0.1": {"top1": 86.91}}}  # a plan that skips the linear probe
+    assert builder_module.describe(record).startswith("finished byol-resnet18-cifar10: kNN 86.91, 1.50 h")

@@ -5,6 +5,9 @@ training step in this call; one that cannot even fit another step and a checkpoi
 Every estimate comes from what was measured: the seconds per step of the run in progress, the
 evaluation and export times of entries finished earlier (or, before any, from the training
 throughput: a forward pass costs about a third of a training step's forward and backward).
+An evaluation is sized by the images it passes through the encoder: each split once for kNN and
+the `fast` probe, and the training split again in every epoch of a `reference` probe, which on a
+full dataset costs a hundred times the rest.
 """
 
 from __future__ import annotations
@@ -109,7 +112,7 @@ class Measured:
 
     method: str
     seconds_per_image_step: float | None  # training wall seconds / (steps x batch)
-    evaluate_seconds_per_image: float | None
+    evaluate_seconds_per_image: float | None  # evaluation seconds / images through the encoder
     export_seconds: float | None
     export_to: str
 
@@ -121,7 +124,7 @@ def measured_from(records: Sequence[Mapping[str, Any]]) -> list[Measured]:
         training, seconds = record.get("training", {}), record.get("seconds", {})
         steps, batch = training.get("steps"), training.get("batch_size")
         wall = training.get("wall_time_s")
-        images = record.get("evaluated_images")
+        images = record.get("encoded_images") or record.get("evaluated_images")  # the latter: fast only
         measured.append(
             Measured(
                 method=record.get("method", ""),
@@ -143,10 +146,16 @@ def seconds_per_image_step(method: str, history: Sequence[Measured]) -> float | 
     return max(same) if same else (max(every) if every else None)
 
 
-def evaluation_images(dataset: str, train_size: int, test_size: int, fake_sizes: tuple[int, int]) -> int:
-    """Images an evaluation embeds: its train split (the kNN bank, the probe's set) and its test split."""
+def evaluation_images(
+    dataset: str, train_size: int, test_size: int, fake_sizes: tuple[int, int], *, reference_epochs: int = 0
+) -> int:
+    """Images an evaluation passes through the encoder: its train split (the kNN bank, the fast
+    probe's set) and its test split once each, and the train split again in each of the
+    `reference_epochs` of a reference probe (0: none)."""
     train, test = fake_sizes if dataset == "fake" else SPLIT_SIZES.get(dataset, (0, 0))
-    return (min(train, train_size) if train_size else train) + (min(test, test_size) if test_size else test)
+    train = min(train, train_size) if train_size else train
+    test = min(test, test_size) if test_size else test
+    return train + test + reference_epochs * train
 
 
 def finish_seconds(
@@ -156,8 +165,8 @@ def finish_seconds(
     history: Sequence[Measured],
     images_per_s: float | None,
 ) -> float:
-    """Seconds to evaluate `images` and export: measured on earlier entries, else from the training
-    throughput (`images_per_s` of training steps)."""
+    """Seconds to evaluate (pass `images` through the encoder, `evaluation_images`) and export:
+    measured on earlier entries, else from the training throughput (`images_per_s` of training steps)."""
     per_image = [m.evaluate_seconds_per_image for m in history if m.evaluate_seconds_per_image]
     if per_image:
         evaluate = max(per_image) * images

@@ -4,6 +4,8 @@
 resumes the run from its checkpoint (or starts it), trains, and once training ends evaluates the
 model (kNN at both protocols and the plan's linear probes), exports it as a complete Hub
 repository (`RUNS/<name>/hub/`) and records the entry in `RUNS/results.json`; then the next one.
+The linear probes are the plan's protocols (`fast`, `reference`: `sslzoo.evaluation.LINEAR_PROTOCOLS`),
+each result stored under its protocol's name, as `sslzoo-eval --json` reports it.
 It stops before the budget runs out, with a checkpoint written, and says there is more to do; the
 next call continues from there. A kill at any moment loses at most the work since the last
 checkpoint (or an evaluation in progress) and never an entry that was recorded.
@@ -24,6 +26,7 @@ from typing import Any
 import sslzoo
 from sslzoo import registry
 from sslzoo.errors import ConfigError
+from sslzoo.evaluation import LINEAR_PROTOCOLS
 
 from . import budget as budgets
 from .build_folder import BuildFolder
@@ -113,7 +116,7 @@ class Builder:
                 return result.stop_reason or "budget"
         elif self._worked:  # trained in an earlier call: is there time to evaluate it in this one?
             finish = budgets.finish_seconds(
-                images=self._evaluation_images(entry),
+                images=evaluation_images(entry),
                 export_to=entry.export.to,
                 history=history,
                 images_per_s=self._images_per_s(entry),
@@ -136,7 +139,7 @@ class Builder:
 
     def _train(self, entry: PlanEntry, history: list[budgets.Measured]) -> TrainResult:
         run = self.folder.run(entry.name)
-        images = self._evaluation_images(entry)
+        images = evaluation_images(entry)
         config = entry.config(self.runtime)
 
         def finish(step_seconds: float) -> float:
@@ -219,6 +222,7 @@ class Builder:
             "training": training,
             "seconds": {"evaluate": round(evaluate_s, 2), "export": round(export_s, 2)},
             "evaluated_images": int(report.get("train_images", 0)) + int(report.get("test_images", 0)),
+            "encoded_images": encoded_images(report),  # what the evaluation's time is measured against
             "export_to": entry.export.to,
             "max_shard_size": entry.export.max_shard_size,
             "run_dir": entry.name,
@@ -234,12 +238,6 @@ class Builder:
     # ---------------------------------------------------------------------------- helpers
     def _bar(self, entry: PlanEntry) -> bool | str:
         return entry.name if self.progress else False
-
-    def _evaluation_images(self, entry: PlanEntry) -> int:
-        settings = entry.eval
-        return budgets.evaluation_images(
-            entry.dataset, settings.train_size, settings.test_size, budgets.FAKE_EVAL_SIZES
-        )
 
     def _images_per_s(self, entry: PlanEntry) -> float | None:
         provenance = _provenance(self.folder.run(entry.name).model)
@@ -287,27 +285,25 @@ def build(
 def evaluate_entry(
     entry: PlanEntry, model_dir: Path, runtime: dict[str, Any], *, progress: bool = True
 ) -> dict[str, Any]:
-    """kNN at both protocols and each of the entry's linear probes, on its dataset's test split."""
+    """kNN at both protocols and each of the entry's linear probes, on its dataset's test split:
+    `sslzoo-eval --json`'s report, `linear` keyed by protocol."""
     settings = entry.eval
     device = resolve_device(runtime.get("device") or "auto")
     encoder = sslzoo.load(model_dir, device=device)
-    linear = "fast" in settings.linear
-    report = evaluate_on_dataset(
+    return evaluate_on_dataset(
         encoder,
         entry.dataset,
         data_dir=runtime.get("data_dir"),
         download=bool(runtime.get("download")),
         device=device,
         batch_size=settings.batch_size,
-        linear=linear,
+        linear=bool(settings.linear),
+        linear_protocol=settings.linear or "fast",
         linear_epochs=settings.linear_epochs,
         train_size=settings.train_size,
         test_size=settings.test_size,
         progress=progress,
     )
-    if linear:
-        report["linear"]["protocol"] = "fast"
-    return report
 
 
 def eval_command(entry: PlanEntry, model_dir: Path, runtime: dict[str, Any]) -> str:
@@ -322,14 +318,44 @@ def eval_command(entry: PlanEntry, model_dir: Path, runtime: dict[str, Any]) -> 
         words += ["--device", str(runtime["device"])]
     if settings.batch_size != 512:
         words += ["--batch-size", str(settings.batch_size)]
-    if "fast" in settings.linear:
-        words += ["--linear-epochs", str(settings.linear_epochs)]
-    else:
+    if not settings.linear:
         words.append("--no-linear")
+    else:
+        both = set(settings.linear) == set(LINEAR_PROTOCOLS)
+        words += ["--linear-protocol", "both" if both else settings.linear[0]]
+        if settings.linear_epochs is not None:
+            words += ["--linear-epochs", str(settings.linear_epochs)]
     for flag, value in (("--train-size", settings.train_size), ("--test-size", settings.test_size)):
         if value:
             words += [flag, str(value)]
     return " ".join(shlex.quote(word) for word in words + ["--json"])
+
+
+def evaluation_images(entry: PlanEntry) -> int:
+    """Images the entry's evaluation will pass through the encoder (its size for the budget)."""
+    settings = entry.eval
+    reference_epochs = 0
+    if "reference" in settings.linear:
+        from sslzoo.methods import resolve
+        from sslzoo.reference_probe import reference_probe_for
+
+        host, _ = resolve(entry.method, entry.plugins)
+        reference_epochs = settings.linear_epochs or reference_probe_for(entry.method, host).epochs
+    return budgets.evaluation_images(
+        entry.dataset,
+        settings.train_size,
+        settings.test_size,
+        budgets.FAKE_EVAL_SIZES,
+        reference_epochs=reference_epochs,
+    )
+
+
+def encoded_images(report: dict[str, Any]) -> int:
+    """Images an evaluation passed through the encoder, from its report: each split once, and the
+    train split again in every epoch of a reference probe."""
+    train, test = int(report.get("train_images", 0)), int(report.get("test_images", 0))
+    reference = (report.get("linear") or {}).get("reference") or {}
+    return train + test + int(reference.get("epochs", 0)) * train
 
 
 def plan_status(
@@ -361,11 +387,11 @@ def plan_status(
             per_image = float(checkpoint.get("wall_seconds", 0.0)) / (step * config.batch_size) or None
         estimate = None
         if per_image is not None and total:
-            images = budgets.evaluation_images(
-                entry.dataset, entry.eval.train_size, entry.eval.test_size, budgets.FAKE_EVAL_SIZES
-            )
             finish = budgets.finish_seconds(
-                images=images, export_to=entry.export.to, history=history, images_per_s=1.0 / per_image
+                images=evaluation_images(entry),
+                export_to=entry.export.to,
+                history=history,
+                images_per_s=1.0 / per_image,
             )
             estimate = (total - step) * config.batch_size * per_image + finish
         statuses.append(EntryStatus(entry.name, state, step, total, estimate))
@@ -399,13 +425,13 @@ def code_commit() -> str | None:
 
 
 def describe(record: dict[str, Any]) -> str:
-    """One line for a finished entry: its headline numbers, time and throughput."""
+    """One line for a finished entry: its headline numbers (each linear one with its protocol),
+    time and throughput."""
     metrics, training = record.get("metrics", {}), record.get("training", {})
     knn = metrics.get("knn", {}).get("k200_t0.1", {}).get("top1")
-    linear = metrics.get("linear", {}).get("top1")
     parts = [f"{record['name']}: kNN {knn:.2f}" if knn is not None else record["name"]]
-    if linear is not None:
-        parts.append(f"linear ({metrics['linear'].get('protocol', 'fast')}) {linear:.2f}")
+    for protocol, result in (metrics.get("linear") or {}).items():
+        parts.append(f"linear ({protocol}) {result['top1']:.2f}")
     wall = training.get("wall_time_s")
     if wall is not None:
         parts.append(f"{wall / 3600:.2f} h on {training.get('world_size', 1)}x {training.get('device')}")

@@ -2,6 +2,7 @@
 
     [eval]                        # how every finished entry is evaluated (optional)
     linear = ["fast", "reference"]  # linear-probe protocols, after kNN at both protocols
+    linear_epochs = 100           # replaces every protocol's own length (both are 100 by default)
     [export]                      # the Hub folder each finished entry becomes (optional)
     to = "all"                    # safetensors, onnx or all (sslzoo-export --to)
     max_shard_size = "15MB"       # weights as safetensors shards of at most this size
@@ -38,12 +39,11 @@ from typing import Any
 
 from sslzoo import registry
 from sslzoo.errors import ConfigError, UnknownModelError
+from sslzoo.evaluation import LINEAR_PROTOCOLS
 
 from .datasets import DATASETS
 from .recipes import TrainConfig, resolve_config
 
-#: Linear-probe protocols a plan may ask for (`fast`: cached, un-augmented, standardised features).
-LINEAR_PROTOCOLS = ("fast",)
 EXPORT_FORMATS = ("safetensors", "onnx", "all")
 #: Dataset used in place of the registry's for smoke tests (random images).
 STAND_IN_DATASET = "fake"
@@ -51,8 +51,8 @@ STAND_IN_DATASET = "fake"
 _ENTRY_KEYS = {"name", "method", "plugins", "dataset", "epochs", "set", "eval"}
 _PLAN_KEYS = {"description", "eval", "export", "set", "entry"}
 _EVAL_DEFAULTS: dict[str, Any] = {
-    "linear": ["fast"],
-    "linear_epochs": 100,  # epochs of the fast probe
+    "linear": ["fast"],  # protocols of sslzoo.evaluation.LINEAR_PROTOCOLS; [] skips the linear probe
+    "linear_epochs": None,  # None: each protocol's own (sslzoo-eval --linear-epochs)
     "train_size": 0,  # 0 = the whole train split (the kNN bank and the probe's training set)
     "test_size": 0,  # 0 = the whole test split
     "batch_size": 512,  # images per forward pass while extracting features
@@ -62,10 +62,11 @@ _EXPORT_DEFAULTS: dict[str, Any] = {"to": "all", "max_shard_size": None}
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """How a finished entry is evaluated: kNN at both protocols, then each linear probe named."""
+    """How a finished entry is evaluated: kNN at both protocols, then each linear probe named
+    (`sslzoo-eval --linear-protocol`), in `LINEAR_PROTOCOLS` order."""
 
     linear: tuple[str, ...] = ("fast",)
-    linear_epochs: int = 100
+    linear_epochs: int | None = None  # None: each protocol's own
     train_size: int = 0
     test_size: int = 0
     batch_size: int = 512
@@ -286,6 +287,8 @@ def _eval_settings(values: dict[str, Any], where: str) -> EvalSettings:
         )
     for key in ("linear_epochs", "train_size", "test_size", "batch_size"):
         value = merged[key]
+        if key == "linear_epochs" and value is None:
+            continue
         if (
             isinstance(value, bool)
             or not isinstance(value, int)
@@ -293,7 +296,7 @@ def _eval_settings(values: dict[str, Any], where: str) -> EvalSettings:
         ):
             raise ConfigError(f"{where}: [eval] {key} must be a whole number, got {value!r}.")
     return EvalSettings(
-        tuple(linear),
+        tuple(protocol for protocol in LINEAR_PROTOCOLS if protocol in linear),
         merged["linear_epochs"],
         merged["train_size"],
         merged["test_size"],
