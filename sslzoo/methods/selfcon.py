@@ -87,6 +87,7 @@ class SelfCon(Method):
         "proj_output_dim": whole(1),
         "exit_layer": one_of(("layer1", "layer2", "layer3")),
         "variant": one_of(VARIANTS),
+        "selfcon_size": one_of(SIZES),
     }
 
     def __init__(
