@@ -123,8 +123,12 @@ class Encoder(
         return torch.flatten(self.avgpool(x), 1), maps
 
     def preprocess(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
-        """Images (PIL, paths, uint8 tensors) to the normalised (B, 3, S, S) float batch the model expects."""
-        return torch.stack([self._transform(image) for image in as_batch(images)])
+        """Images (PIL, paths, uint8 tensors) to the normalised (B, 3, S, S) float batch the model expects.
+
+        Files and PIL images are made upright (EXIF orientation) and decoded no larger than the
+        input size needs; see `sslzoo.preprocessing`.
+        """
+        return torch.stack([self._transform(image) for image in as_batch(images, self.input_size)])
 
     @torch.inference_mode()
     def embed(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 256) -> torch.Tensor:

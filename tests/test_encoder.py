@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import rss
 import torch
 from PIL import Image
 from safetensors.torch import load_file
@@ -111,3 +112,64 @@ def test_embed_refuses_what_is_not_an_image(encoder, tmp_path):
         encoder.embed(tmp_path / "notes.txt")
     with pytest.raises(sslzoo.ConfigError, match="uint8"):
         encoder.embed(torch.rand(3, 32, 32))
+
+
+def test_an_extreme_aspect_ratio_costs_what_the_encoder_sees_not_what_the_resize_would_make(encoder, tmp_path):
+    """A 500000x1 strip stretched to a 32 px short side would be 16 million pixels wide (GBs of floats)
+    for the centre crop to keep 32x32; cropping the long side first bounds the work."""
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (500_000, 1), (200, 30, 30)).save(strip)
+    encoder.embed(torch.zeros(3, 32, 32, dtype=torch.uint8))  # warm up
+    with rss.peak_growth() as growth:
+        features = encoder.embed(strip)
+    assert growth.mb < 100
+    same_colour = encoder.embed(Image.new("RGB", (4, 1), (200, 30, 30)))
+    assert torch.allclose(features, same_colour, atol=1e-6)
+    tall = encoder.preprocess(torch.zeros(3, 200_000, 2, dtype=torch.uint8))
+    assert tall.shape == (1, 3, 32, 32)
+
+
+def test_the_aspect_crop_leaves_ordinary_images_untouched():
+    from sslzoo.preprocessing import CROP_ASPECT_RATIO, CropToAspectRatio
+
+    crop = CropToAspectRatio()
+    image = torch.zeros(3, 30, int(30 * CROP_ASPECT_RATIO))
+    assert crop(image) is image
+    assert crop(torch.zeros(3, 30, 1000)).shape == (3, 30, 120)
+    assert crop(torch.zeros(3, 1000, 30)).shape == (3, 120, 30)
+
+
+def orientation_6_jpeg(path, displayed: Image.Image) -> None:
+    """Save `displayed` the way a camera held upright-turned stores it: pixels rotated, EXIF tag 6."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    displayed.transpose(Image.Transpose.ROTATE_90).save(path, format="JPEG", quality=95, exif=exif)
+
+
+def test_embed_sees_a_photo_as_displayed_whatever_its_exif_orientation(encoder, tmp_path):
+    from PIL import ImageOps
+
+    pixels = np.random.default_rng(3).integers(0, 256, size=(48, 32, 3), dtype=np.uint8)  # 32 wide, 48 tall
+    path = tmp_path / "portrait.jpg"
+    orientation_6_jpeg(path, Image.fromarray(pixels))
+    stored = Image.open(path)
+    assert stored.size == (48, 32)  # stored sideways
+    as_displayed = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+    assert as_displayed.size == (32, 48)
+    from_file = encoder.embed(path)
+    assert torch.equal(from_file, encoder.embed(Image.open(path)))  # an opened file: same embedding
+    as_tensor = torch.from_numpy(np.array(as_displayed)).permute(2, 0, 1).contiguous()
+    assert torch.equal(from_file, encoder.embed(as_tensor))
+    sideways = torch.from_numpy(np.array(stored.convert("RGB"))).permute(2, 0, 1).contiguous()
+    assert not torch.allclose(from_file, encoder.embed(sideways), atol=1e-4)
+
+
+def test_large_files_are_decoded_no_larger_than_the_encoder_needs(encoder, tmp_path):
+    from sslzoo.preprocessing import open_image
+
+    path = tmp_path / "photo.jpg"
+    Image.new("RGB", (4000, 3000), (10, 200, 30)).save(path, quality=90)
+    reduced = open_image(path, size_hint=32)
+    assert 64 <= min(reduced.size) < 128
+    assert open_image(path).size == (4000, 3000)  # without a hint: full size (datasets, galleries)
+    assert torch.allclose(encoder.embed(path), encoder.embed(Image.new("RGB", (40, 30), (10, 200, 30))), atol=2e-3)
