@@ -7,7 +7,8 @@ be fed the wrong normalisation and always says where it came from.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,76 @@ from huggingface_hub import PyTorchModelHubMixin, load_torch_model
 from torch import nn
 
 from . import weight_files
-from .backbones import RESNET_STAGES, num_features, torchvision_resnet
+from .backbones import BACKBONES, RESNET_STAGES, STEMS, num_features, torchvision_resnet
+from .errors import ConfigError
 from .preprocessing import CIFAR10_MEAN, CIFAR10_STD, ImageLike, as_batch, eval_transform
+
+#: The constructor arguments, which are also the keys of `config.json`.
+CONFIG_FIELDS = ("backbone", "stem", "input_size", "mean", "std", "interpolation", "provenance")
+#: Input sides the preprocessing accepts: enough pixels for a ResNet, few enough to fit in memory.
+INPUT_SIZE_RANGE = (8, 4096)
+#: Resize filters torchvision applies to image tensors (PIL-only filters would fail at embed time).
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "nearest-exact")
+
+
+def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The encoder arguments in `config`, checked one field at a time; `ConfigError` names the field.
+
+    Every value is checked before anything is built, so a bad `config.json` is refused when it is
+    loaded, not when the first image is embedded: `input_size` a whole number in
+    `INPUT_SIZE_RANGE`, `mean` three finite numbers in [0, 1], `std` three finite numbers in
+    (0, 1], `interpolation` one of `INTERPOLATIONS`, `provenance` a JSON object.
+    """
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"the config must be a JSON object of {list(CONFIG_FIELDS)} (got {_show(config)}).")
+    unknown = sorted(set(config) - set(CONFIG_FIELDS))
+    if unknown:
+        raise ConfigError(
+            f"unknown field(s) {unknown}; an sslzoo encoder config holds {list(CONFIG_FIELDS)} "
+            "(a newer sslzoo may have written it: upgrade sslzoo)."
+        )
+    checked = dict(config)
+    for field, choices in (("backbone", sorted(BACKBONES)), ("stem", list(STEMS))):
+        if field in config and config[field] not in choices:
+            raise ConfigError(f"{field}: must be one of {choices} (got {_show(config[field])}).")
+    if "input_size" in config:
+        value, (low, high) = config["input_size"], INPUT_SIZE_RANGE
+        if not _is_number(value) or not float(value).is_integer() or not low <= value <= high:
+            raise ConfigError(
+                f"input_size: must be a whole number of pixels from {low} to {high} (got {_show(value)})."
+            )
+        checked["input_size"] = int(value)
+    for field, low_open, what in (("mean", False, "in [0, 1]"), ("std", True, "in (0, 1]")):
+        if field not in config:
+            continue
+        value = config[field]
+        if hasattr(value, "tolist"):  # a NumPy array or a tensor
+            value = value.tolist()
+        numbers = list(value) if isinstance(value, (list, tuple)) else None
+        if numbers is None or len(numbers) != 3 or not all(_is_number(number) for number in numbers):
+            raise ConfigError(f"{field}: must be 3 numbers, one per RGB channel (got {_show(value)}).")
+        if not all((0 < n if low_open else 0 <= n) and n <= 1 for n in numbers):
+            raise ConfigError(
+                f"{field}: each value must be {what} for pixels scaled to [0, 1] (got {_show(value)})."
+            )
+        checked[field] = tuple(float(number) for number in numbers)
+    if "interpolation" in config and config["interpolation"] not in INTERPOLATIONS:
+        raise ConfigError(
+            f"interpolation: must be one of {list(INTERPOLATIONS)} (got {_show(config['interpolation'])})."
+        )
+    provenance = config.get("provenance")
+    if provenance is not None and not isinstance(provenance, Mapping):
+        raise ConfigError(f"provenance: must be a JSON object (got {_show(provenance)}).")
+    return checked
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class Encoder(
@@ -46,11 +115,22 @@ class Encoder(
         provenance: dict[str, Any] | None = None,
     ):
         super().__init__()
+        checked = check_config(
+            {
+                "backbone": backbone,
+                "stem": stem,
+                "input_size": input_size,
+                "mean": mean,
+                "std": std,
+                "interpolation": interpolation,
+                "provenance": provenance,
+            }
+        )
         self.backbone = backbone
         self.stem = stem
-        self.input_size = int(input_size)
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
+        self.input_size = checked["input_size"]
+        self.mean = checked["mean"]
+        self.std = checked["std"]
         self.interpolation = interpolation
         self.provenance: dict[str, Any] = dict(provenance or {})
         self.num_features = num_features(backbone)

@@ -2,7 +2,8 @@
 
 A registry name is looked up, in order, in the weights bundled with the package, in
 `$SSLZOO_HOME/<name>/`, then on the Hub. Published weights are checked against the sha256 the
-registry records; a file that fails is named in the error and never left in the cache.
+registry records, and `config.json` field by field (`sslzoo.encoder.check_config`) before any
+weights are read; a file that fails is named in the error and never left in the Hub cache.
 Weights are one `model.safetensors` or shards with their index (`sslzoo.weight_files`); a
 sharded model's registry entry records each shard's sha256 as well, and every one is checked.
 """
@@ -20,8 +21,8 @@ from safetensors.torch import load_file
 
 from . import hub
 from . import weight_files as files
-from .encoder import Encoder
-from .errors import CorruptWeightsError, WeightsNotAvailableError
+from .encoder import Encoder, check_config
+from .errors import ConfigError, CorruptWeightsError, WeightsNotAvailableError
 from .registry import ModelInfo, model_info
 from .weight_files import sha256_of
 
@@ -92,16 +93,12 @@ def _load_checked(
                 f"(or {files.INDEX_NAME} and its shards)."
             )
     weight_paths = [weights_path]
+    mismatch = False
     try:
+        config = _read_config(config_path)
         if sharded:
             weight_paths = files.weight_paths(folder)
         _check_weight_hashes(folder, sharded, expected_sha256, expected_shards or {})
-        try:
-            config = json.loads(config_path.read_text())
-            if not isinstance(config, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as error:
-            raise CorruptWeightsError(config_path, f"not a valid sslzoo config ({error}).") from error
         if sharded:
             state = files.load_sharded(folder)
         else:
@@ -109,18 +106,22 @@ def _load_checked(
                 state = load_file(weights_path)
             except (SafetensorError, OSError, ValueError) as error:
                 raise CorruptWeightsError(weights_path, f"not a readable safetensors file ({error}).") from error
-        try:
-            encoder = Encoder(**config)
-        except TypeError as error:
-            raise CorruptWeightsError(config_path, f"not a valid sslzoo config ({error}).") from error
+        encoder = Encoder(**config)
         try:
             encoder.load_state_dict(state, strict=True)
         except RuntimeError as error:
             first = str(error).strip().splitlines()[0]
+            mismatch = True
             raise CorruptWeightsError(weights_path, f"weights do not match config.json ({first}).") from error
     except CorruptWeightsError as error:
-        if evict_on_failure:  # the file at fault, or every weight file when the fault is the set
-            for path in [error.path] if error.path in weight_paths else weight_paths:
+        if evict_on_failure:  # the file at fault; every file when the fault is how they fit together
+            if error.path == config_path:
+                at_fault = [config_path]
+            elif error.path in weight_paths and not mismatch:
+                at_fault = [error.path]
+            else:
+                at_fault = [*weight_paths, config_path]
+            for path in at_fault:
                 hub.evict_cached_file(path)
         raise
     return encoder.to(device).eval()
@@ -159,3 +160,17 @@ def _check_weight_hashes(
     actual = files.combined_sha256(hashes)
     if expected_sha256 is not None and actual != expected_sha256:
         raise CorruptWeightsError(index, f"the shards' sha256 {actual} does not match the registry's {expected_sha256}.")
+
+
+def _read_config(path: Path) -> dict:
+    """`config.json` parsed and checked field by field; `CorruptWeightsError` names the file and field."""
+    try:
+        config = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise CorruptWeightsError(path, f"not a valid sslzoo config: not JSON ({error}).") from error
+    except OSError as error:
+        raise CorruptWeightsError(path, f"cannot be read ({error.strerror or error}).") from error
+    try:
+        return check_config(config)
+    except ConfigError as error:
+        raise CorruptWeightsError(path, f"not a valid sslzoo config: {error}") from error

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from huggingface_hub import constants
@@ -171,3 +172,76 @@ def test_bundled_default_matches_its_registered_checksum():
     assert sha256_of(bundled_weights_dir(name) / "model.safetensors") == info.sha256
     encoder = sslzoo.load(name)
     assert encoder.provenance.get("method") == info.method
+
+
+BAD_CONFIG_VALUES = [
+    ("input_size", "abc"),
+    ("input_size", float("nan")),
+    ("input_size", float("inf")),
+    ("input_size", 0),
+    ("input_size", 1e12),
+    ("input_size", True),
+    ("mean", "abc"),
+    ("mean", [0.5, 0.5, 0.5, 0.5, 0.5]),
+    ("mean", [0.5, float("nan"), 0.5]),
+    ("std", [0, 0, 0]),
+    ("std", [0.2, -0.2, 0.2]),
+    ("interpolation", "box"),
+    ("backbone", 18),
+    ("provenance", "str"),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), BAD_CONFIG_VALUES, ids=[f"{f}={v!r}" for f, v in BAD_CONFIG_VALUES])
+def test_every_config_field_is_checked_at_load_time_and_the_error_names_file_and_field(saved, tmp_path, field, value):
+    folder = tmp_path / "bad"
+    shutil.copytree(saved, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, field: value}))  # NaN/Infinity as JSON allows
+    with pytest.raises(sslzoo.CorruptWeightsError) as error:
+        sslzoo.load(folder)
+    assert error.value.path == folder / "config.json"
+    message = str(error.value)
+    assert message.startswith(f"{folder / 'config.json'}: not a valid sslzoo config: {field}: "), message
+    assert "Traceback" not in message and len(message.splitlines()) == 1
+
+
+def test_unknown_or_non_object_configs_are_refused_with_the_file_name(saved, tmp_path):
+    folder = tmp_path / "odd"
+    shutil.copytree(saved, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "width_multiplier": 2}))
+    with pytest.raises(sslzoo.CorruptWeightsError, match=r"config.json: .*unknown field\(s\) \['width_multiplier'\]"):
+        sslzoo.load(folder)
+    (folder / "config.json").write_text("[1, 2, 3]")
+    with pytest.raises(sslzoo.CorruptWeightsError, match=r"config.json: .*must be a JSON object"):
+        sslzoo.load(folder)
+
+
+def test_a_corrupt_cached_hub_config_is_evicted_so_a_retry_can_fetch_it_again(saved):
+    snapshot = hand_built_cache(saved, "someone/bad-config")
+    config = json.loads((snapshot / "config.json").read_text())
+    (snapshot / "config.json").write_text(json.dumps({**config, "input_size": "abc"}))
+    with pytest.raises(sslzoo.CorruptWeightsError, match="input_size"):
+        sslzoo.load("hf-hub:someone/bad-config")
+    assert not (snapshot / "config.json").exists()  # the file at fault; the weights were fine
+    assert (snapshot / "model.safetensors").exists()
+    with pytest.raises(sslzoo.WeightsNotAvailableError, match="not in the local Hugging Face cache"):
+        sslzoo.load("hf-hub:someone/bad-config")  # offline: the next try looks for a fresh config
+
+
+def test_a_cached_hub_config_that_does_not_fit_its_weights_is_evicted_with_them(saved):
+    snapshot = hand_built_cache(saved, "someone/misfit")
+    config = json.loads((snapshot / "config.json").read_text())
+    (snapshot / "config.json").write_text(json.dumps({**config, "backbone": "resnet50"}))
+    with pytest.raises(sslzoo.CorruptWeightsError, match="do not match config.json"):
+        sslzoo.load("hf-hub:someone/misfit")
+    assert not (snapshot / "config.json").exists() and not (snapshot / "model.safetensors").exists()
+
+
+def test_encoder_arguments_are_checked_like_a_config(tmp_path):
+    with pytest.raises(sslzoo.ConfigError, match=r"^input_size: .* from 8 to 4096 \(got 0\)"):
+        sslzoo.Encoder(input_size=0)
+    with pytest.raises(sslzoo.ConfigError, match=r"^std: "):
+        sslzoo.Encoder(std=(0.0, 0.0, 0.0))
+    assert sslzoo.Encoder(input_size=32.0, mean=np.array([0.5, 0.5, 0.5])).config["input_size"] == 32
