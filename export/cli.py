@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 
 import click
 
 from sslzoo import hub, registry
 from sslzoo.errors import SslzooError
+from sslzoo.scratch import exit_on_sigterm
 
 from .cards import write_model_cards
 from .folder import FORMATS, export_folder
@@ -114,17 +116,20 @@ def main(
     try:
         if push is None and (private or revision or dry_run):
             raise SslzooError("--private, --revision and --dry-run only apply with --push ORG/REPO.")
-        token = hub.resolve_token() if push and not dry_run else None  # fail before any work
-        result = export_folder(
-            model,
-            out,
-            to=to,
-            fp16=fp16,
-            overwrite=overwrite,
-            repo_id=push,
-            metrics_log=metrics_log,
-            max_shard_size=_shard_size(max_shard_size),
-        )
+        if push is not None:
+            hub.check_repo_id(push)  # fail before any work
+        token = hub.resolve_token() if push and not dry_run else None
+        with exit_on_sigterm():  # a stopped export removes its staging folder (the next export would, too)
+            result = export_folder(
+                model,
+                out,
+                to=to,
+                fp16=fp16,
+                overwrite=overwrite,
+                repo_id=push,
+                metrics_log=metrics_log,
+                max_shard_size=_shard_size(max_shard_size),
+            )
         click.echo(f"Exported {result.name} to {result.folder}")
         for name, size in result.files.items():
             click.echo(f"  {name:<22} {_size(size):>10}")
@@ -136,9 +141,12 @@ def main(
                 f"{', '.join(report['providers'])})"
             )
         if push:
-            upload = hub.upload_folder(
-                result.folder, push, private=private, revision=revision, token=token, dry_run=dry_run
-            )
+            try:
+                upload = hub.upload_folder(
+                    result.folder, push, private=private, revision=revision, token=token, dry_run=dry_run
+                )
+            except hub.HubPushError as error:
+                raise SslzooError(f"{str(error).rstrip('.')}. {_push_later(result.folder, push, revision, private)}") from error
             click.echo(_describe_upload(upload))
     except SslzooError as error:
         raise click.ClickException(_one_line(error)) from error
@@ -328,6 +336,16 @@ def _describe_upload(upload: dict) -> str:
         return "\n".join(lines)
     total = _size(upload["total_bytes"])
     return f"Pushed {len(upload['files'])} files ({total}) to {target}: {upload['commit_url']}"
+
+
+def _push_later(folder: Path, repo_id: str, revision: str | None, private: bool) -> str:
+    command = ["hf", "upload", repo_id, str(folder)]
+    command += ["--revision", revision] if revision else []
+    command += ["--private"] if private else []
+    return (
+        f"The export in {folder} is complete: push it when the Hub is reachable with "
+        f"`{shlex.join(command)}`, or run this command again."
+    )
 
 
 def _one_line(error: Exception) -> str:

@@ -4,7 +4,9 @@ The folder holds `config.json` + `model.safetensors` (what `sslzoo.load` and
 `Encoder.from_pretrained` read; or, with `max_shard_size`, safetensors shards and their index), `model.onnx` (one file, parity-checked), `README.md` (the model
 card), `results.json` (measured numbers, file checksums, the ONNX parity report) and, when the
 run's `metrics.jsonl` is at hand, `training_curves.png`. Everything is built and verified in a
-staging folder beside OUT, then moved into place: a failure leaves OUT as it was.
+staging folder beside OUT, then moved into place: a failure leaves OUT as it was. The staging
+folder names its process (`.OUT.partial-<pid>-<random>`), so an export that was killed leaves
+nothing the next export into OUT does not clean up (`remove_abandoned_staging`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import dataclasses
 import json
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 
 import sslzoo
-from sslzoo import registry
+from sslzoo import registry, scratch
 from sslzoo.encoder import Encoder
 from sslzoo.errors import ConfigError, CorruptWeightsError, SslzooError
 from sslzoo.hub import CONFIG_NAME, HUB_PREFIX, WEIGHTS_NAME, parse_hub_ref
@@ -95,7 +96,8 @@ def export_folder(
         metrics_log = beside_run if beside_run.is_file() else None
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    remove_abandoned_staging(out)
+    staging = out.parent / scratch.owned_name(f".{out.name}.partial-")
     staging.mkdir()
     try:
         stored = copy.deepcopy(encoder).cpu().eval()
@@ -202,12 +204,27 @@ def _verify_round_trip(folder: Path, stored: Encoder) -> None:
             raise CorruptWeightsError(folder / WEIGHTS_NAME, f"{key} does not load back bit-exactly.")
 
 
+def remove_abandoned_staging(out: Path) -> list[Path]:
+    """Clean up after exports into `out` that were killed: their staging folders go; a previous OUT
+    that was moved aside but not yet replaced comes back (or goes, if the new one made it in)."""
+
+    def restore_or_remove(aside: Path) -> None:
+        if out.exists():
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(aside, out)
+
+    removed = scratch.remove_abandoned(out.parent, f".{out.name}.partial-")
+    removed += scratch.remove_abandoned(out.parent, f".{out.name}.replaced-", on_removed=restore_or_remove)
+    return removed
+
+
 def _move_into_place(staging: Path, out: Path) -> None:
     """Swap the finished folder in; an existing OUT is moved aside first and removed only after."""
     if not out.exists():
         os.replace(staging, out)
         return
-    aside = out.parent / f".{out.name}.replaced-{uuid.uuid4().hex[:8]}"
+    aside = out.parent / scratch.owned_name(f".{out.name}.replaced-")
     os.replace(out, aside)
     try:
         os.replace(staging, out)

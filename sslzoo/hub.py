@@ -14,17 +14,65 @@ from huggingface_hub import HfApi, get_token, hf_hub_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
+    HFValidationError,
     LocalEntryNotFoundError,
     OfflineModeIsEnabled,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from huggingface_hub.utils import validate_repo_id
 
 from .errors import ConfigError, SslzooError, WeightsNotAvailableError
 
 HUB_PREFIX = "hf-hub:"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+
+
+def _http_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's own errors (refused connections, timeouts, DNS): they are not `OSError`s.
+
+    huggingface_hub 2 talks through httpx2, 1.x through httpx; whichever is installed counts.
+    """
+    errors: list[type[BaseException]] = []
+    for module in ("httpx2", "httpx"):
+        try:
+            errors.append(__import__(module).HTTPError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+#: Everything a Hub request raises when the network or the Hub fails.
+NETWORK_ERRORS = (HfHubHTTPError, OfflineModeIsEnabled, OSError, *_http_errors())
+
+
+def describe_network_error(error: BaseException) -> str:
+    """One line for a failed Hub request: the Hub's own message, or what the connection did."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else ""
+    if isinstance(error, (HfHubHTTPError, OfflineModeIsEnabled)):
+        return first or type(error).__name__
+    if isinstance(error, _http_errors()) or isinstance(error, (ConnectionError, TimeoutError)):
+        return f"cannot reach the Hub ({type(error).__name__}{': ' + first if first else ''})"
+    return f"{type(error).__name__}{': ' + first if first else ''}"
+
+
+def check_repo_id(repo_id: str) -> str:
+    """`repo_id` if it is a valid `ORG/NAME` Hub model id; `ConfigError` (naming the rule broken) if not."""
+    reason = None
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        reason = "it needs exactly one '/' between the owner and the name"
+    else:
+        try:
+            validate_repo_id(repo_id)
+        except HFValidationError as error:  # huggingface_hub's own rules, its wording without the echo
+            reason = str(error).rsplit(": '", 1)[0].rstrip(".")
+    if reason:
+        raise ConfigError(
+            f"{repo_id!r} is not a Hub repository id ({reason}). Write ORG/NAME; give a branch with --revision."
+        )
+    return repo_id
 
 
 def parse_hub_ref(ref: str) -> tuple[str, str | None]:
@@ -56,6 +104,11 @@ def download_model(repo_id: str, revision: str | None = None) -> Path:
         ) from error
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as error:
         raise WeightsNotAvailableError(f"hf-hub:{repo_id}: {type(error).__name__}: {error}") from error
+    except NETWORK_ERRORS as error:
+        raise WeightsNotAvailableError(
+            f"hf-hub:{repo_id}: download failed: {describe_network_error(error)}. Check the connection "
+            "and try again; files already downloaded stay in the Hugging Face cache."
+        ) from error
     folder = Path(weights).parent
     if Path(config).parent != folder:  # pragma: no cover - huggingface_hub keeps one snapshot per revision
         raise WeightsNotAvailableError(f"hf-hub:{repo_id}: config and weights resolved to different snapshots.")
@@ -94,6 +147,14 @@ class HubTokenMissingError(SslzooError):
     """A push was asked for but no Hugging Face token can be found."""
 
 
+class HubPushError(SslzooError):
+    """A push that failed on the way (network, permissions, Hub errors); `reason` is one line."""
+
+    def __init__(self, repo_id: str, reason: str):
+        self.repo_id, self.reason = repo_id, reason
+        super().__init__(f"Push to {repo_id} failed: {reason}")
+
+
 def resolve_token(token: str | None = None) -> str:
     """`token`, else huggingface_hub's usual sources (`HF_TOKEN`, the token saved by `hf auth login`)."""
     token = token or get_token()
@@ -122,8 +183,7 @@ def upload_folder(
     `repo_id`, `revision`, `files` [(path, bytes)], `total_bytes`, and `commit_url` after a push.
     """
     folder = Path(folder)
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")) or "@" in repo_id:
-        raise ConfigError(f"{repo_id!r} is not a Hub repository id; write ORG/NAME, the branch apart.")
+    check_repo_id(repo_id)
     paths = sorted(path for path in folder.rglob("*") if path.is_file())
     files = [(path.relative_to(folder).as_posix(), path.stat().st_size) for path in paths]
     report: dict[str, Any] = {
@@ -149,9 +209,8 @@ def upload_folder(
             revision=revision,
             commit_message=f"Upload {folder.name} with sslzoo",
         )
-    except (HfHubHTTPError, OfflineModeIsEnabled, OSError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SslzooError(f"Push to {repo_id} failed: {first}") from error
+    except NETWORK_ERRORS as error:
+        raise HubPushError(repo_id, describe_network_error(error)) from error
     report["repo_url"] = str(repo_url)
     report["commit_url"] = getattr(commit, "commit_url", None)
     return report

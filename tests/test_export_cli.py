@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -296,3 +297,63 @@ def test_help_explains_every_option():
     ):
         assert option in result.output
     assert "--dry-run" in result.output
+
+
+def test_a_killed_exports_staging_folder_is_removed_by_the_next_export(run, folder, tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "out"
+    stale = tmp_path / f".out.partial-{dead.pid}-0badc0de"
+    (stale / "nested").mkdir(parents=True)
+    (stale / "model.onnx").write_bytes(b"half written")
+    alive = tmp_path / f".out.partial-{os.getpid()}-0000beef"  # an export still running: left alone
+    alive.mkdir()
+    result = export(run[0] / "model", "--to", "safetensors", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert not stale.exists() and alive.exists()
+    assert {path.name for path in tmp_path.iterdir()} == {"out", alive.name}
+
+
+def test_a_previous_export_moved_aside_by_a_killed_export_comes_back(folder, tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "out"
+    shutil.copytree(folder[0], tmp_path / f".out.replaced-{dead.pid}-0badc0de")  # killed between the renames
+    other = tmp_path / "other-run"
+    make_run(other, seed=1)
+    result = export(other / "model", "--to", "safetensors", "--out", out)
+    assert result.exit_code != 0 and "already holds another model" in result.output  # the restored one
+    assert {path.name for path in out.iterdir()} == FULL_FOLDER
+    assert {path.name for path in tmp_path.iterdir()} == {"out", "other-run"}
+
+
+@pytest.mark.slow
+def test_sigterm_during_an_export_leaves_no_staging_folder(run, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-c",
+        "from sslzoo.export.cli import main; main()",
+        str(run[0] / "model"),
+        "--out",
+        str(out),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".out.partial-*")):
+        assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 143
+    assert list(tmp_path.iterdir()) == []

@@ -192,3 +192,61 @@ def test_the_cards_usage_snippets_run_against_the_pulled_repo(exported, tmp_path
     assert onnx_scope["features"].shape == (1, 512)
     np.testing.assert_allclose(onnx_scope["features"], expected.numpy(), rtol=0, atol=1e-4)
     assert json.loads((out / "results.json").read_text())["onnx"]["providers"] == ["CPUExecutionProvider"]
+
+
+def test_an_unreachable_hub_is_one_line_and_the_export_stays_complete(
+    exported, recording_api, monkeypatch, tmp_path
+):
+    out, _, _ = exported
+    monkeypatch.setenv("HF_TOKEN", "hf_x")
+    recording_api.fail_with = httpx2.ConnectError("[Errno 101] Network is unreachable")
+    target = tmp_path / "again"
+    result = CliRunner().invoke(main, [str(out), "--out", str(target), "--push", REPO, "--revision", "v1"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    error_line = result.output.strip().splitlines()[-1]
+    assert error_line.startswith(
+        f"Error: Push to {REPO} failed: cannot reach the Hub (ConnectError: [Errno 101] Network is unreachable)."
+    )
+    assert (
+        f"The export in {target} is complete" in error_line
+        and f"hf upload {REPO} {target} --revision v1" in error_line
+    )
+    assert {path.name for path in target.iterdir()} == {path.name for path in out.iterdir()}
+    loaded = sslzoo.load(target)
+    assert loaded.provenance["name"] == "tiny-simclr"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        httpx2.ConnectTimeout("timed out"),
+        httpx2.ReadError("connection reset by peer"),
+        OSError(101, "Network is unreachable"),
+    ],
+)
+def test_every_network_failure_becomes_one_line(exported, recording_api, error):
+    out, _, _ = exported
+    recording_api.fail_with = error
+    with pytest.raises(hub.HubPushError) as raised:
+        hub.upload_folder(out, REPO, token="hf_x")
+    assert str(raised.value).startswith(f"Push to {REPO} failed: ") and "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("bad", ["me/bad name", "me/tiny@v1", "me/..", "tiny-simclr"])
+def test_a_malformed_repo_id_is_refused_before_any_export(run_folder_for_push, bad, tmp_path, monkeypatch):
+    import sslzoo.export.cli as export_cli
+
+    monkeypatch.setattr(export_cli, "export_folder", lambda *a, **k: pytest.fail("exported before checking"))
+    result = CliRunner().invoke(
+        main, [str(run_folder_for_push), "--out", str(tmp_path / "out"), "--push", bad, "--dry-run"]
+    )
+    assert result.exit_code == 1
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"Error: {bad!r} is not a Hub repository id") and not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def run_folder_for_push(tmp_path):
+    Encoder(provenance={"method": "simclr", "dataset": "cifar10"}).save_pretrained(tmp_path / "model")
+    return tmp_path / "model"
