@@ -146,7 +146,9 @@ def main(
                     result.folder, push, private=private, revision=revision, token=token, dry_run=dry_run
                 )
             except hub.HubPushError as error:
-                raise SslzooError(f"{str(error).rstrip('.')}. {_push_later(result.folder, push, revision, private)}") from error
+                raise SslzooError(
+                    f"{str(error).rstrip('.')}. {_push_later(result.folder, push, revision, private)}"
+                ) from error
             click.echo(_describe_upload(upload))
     except SslzooError as error:
         raise click.ClickException(_one_line(error)) from error

@@ -228,7 +228,7 @@ def test_an_unreachable_hub_is_one_line_and_the_export_stays_complete(
 def test_every_network_failure_becomes_one_line(exported, recording_api, error):
     out, _, _ = exported
     recording_api.fail_with = error
-    with pytest.raises(hub.HubPushError) as raised:
+    with pytest.raises(SslzooError) as raised:
         hub.upload_folder(out, REPO, token="hf_x")
     assert str(raised.value).startswith(f"Push to {REPO} failed: ") and "\n" not in str(raised.value)
 
