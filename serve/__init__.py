@@ -3,7 +3,9 @@
 - `sslzoo.serve.extractor`: `FeatureExtractor`, batched unit-norm features via PyTorch or ONNX Runtime.
 - `sslzoo.serve.index`: `GalleryIndex`, FAISS search over a gallery, saved with the model it belongs to.
 - `sslzoo.serve.gallery`: `Gallery`, the embedded CIFAR-10 default and image-folder galleries.
-- `sslzoo.serve.app` and `.cli`: the Gradio page and `sslzoo-serve` (imported on demand: Gradio is heavy).
+- `sslzoo.serve.app` and `.cli`: the Gradio page and `sslzoo-serve` (imported on demand: Gradio is heavy);
+  `.uploads`, `.guards` and `.http_limits` hold every route to the same limits, `.batching` shares
+  forward passes between concurrent queries.
 
     >>> from sslzoo.serve import FeatureExtractor, GalleryIndex, load_default_gallery
     >>> index = GalleryIndex.build(FeatureExtractor("simclr-resnet18-cifar10"), load_default_gallery())

@@ -50,6 +50,17 @@ class SearchResult:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def top(self, k: int) -> SearchResult:
+        """The best `k` of these neighbours (a batch is searched once, at its largest k)."""
+        return SearchResult(
+            self.ids[:k],
+            self.scores[:k],
+            self.labels[:k],
+            self.class_names[:k],
+            self.paths[:k],
+            self.positions[:k],
+        )
+
     def as_dicts(self) -> list[dict[str, Any]]:
         return [
             {"rank": rank, "id": id_, "label": name, "label_index": label, "score": round(score, 6)}

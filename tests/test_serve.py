@@ -26,6 +26,7 @@ from sslzoo.serve.app import (  # noqa: E402
     ModelChoice,
     QueryInputError,
     RetrievalService,
+    UploadLimits,
     build_app,
     examples_folder,
     launch,
@@ -210,14 +211,13 @@ def test_an_empty_query_asks_for_an_image(server):
     assert event == "error" and "Upload an image" in data["error"]
 
 
-def test_decoding_refuses_images_over_the_pixel_cap_and_escapes_names(tmp_path, monkeypatch):
+def test_decoding_refuses_images_over_the_pixel_cap_and_escapes_names(tmp_path):
     path = tmp_path / "<b>big&.png"
     Image.new("RGB", (40, 30)).save(path)
-    monkeypatch.setattr(serve_app, "MAX_PIXELS", 1000)
     with pytest.raises(
         QueryInputError, match=r"'&lt;b&gt;big&amp;.png' is 40x30 pixels, more than the 1,000"
     ):
-        load_query_image(path, input_size=32)
+        load_query_image(path, input_size=32, limits=UploadLimits(max_pixels=1000))
 
 
 def test_large_images_are_reduced_while_decoding(tmp_path):
@@ -323,6 +323,10 @@ def test_cli_help_explains_every_option():
         "--port",
         "--index-cache",
         "--max-file-size",
+        "--max-query-batch",
+        "--upload-space",
+        "--auth",
+        "--auth-file",
     ):
         assert option in result.output
     assert "127.0.0.1" in result.output and "/search" in result.output
@@ -364,8 +368,59 @@ def test_cli_wires_options_into_the_server(model_folder, tmp_path, monkeypatch):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert launched["host"] == "127.0.0.1" and launched["max_file_size"] == "2mb" and launched["port"] is None
+    assert launched["host"] == "127.0.0.1" and launched["max_file_size"] == "2mb"
+    assert (
+        cli.DEFAULT_PORT <= launched["port"] < cli.DEFAULT_PORT + cli.PORT_TRIES
+    )  # the first free one, checked first
     page = launched["demo"]  # the page was built: its model card names the served folder
     assert any(MODEL_KEY in str(getattr(block, "value", "")) for block in page.blocks.values())
     assert len(list((tmp_path / "cache" / "indexes").iterdir())) == 1
     assert "open http://127.0.0.1:1/" in result.output
+
+
+def test_cli_checks_host_and_port_before_preparing_anything(model_folder, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("preparation started before the address was checked")
+
+    monkeypatch.setattr(cli, "RetrievalService", never)
+    monkeypatch.setattr(cli, "resolve_gallery", never)
+    runner = CliRunner()
+    result = runner.invoke(cli.main, ["--model", str(model_folder), "--host", "no-such-host.invalid"])
+    assert result.exit_code == 2 and "'no-such-host.invalid' does not resolve" in result.output
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = runner.invoke(cli.main, ["--model", str(model_folder), "--port", str(port)])
+    assert result.exit_code == 2 and f"port {port} on 127.0.0.1 is in use" in result.output
+    result = runner.invoke(
+        cli.main, ["--model", str(model_folder), "--host", "192.0.2.1"]
+    )  # not this machine
+    assert result.exit_code == 2 and "cannot listen on 192.0.2.1" in result.output
+
+
+def test_cli_warns_when_open_to_the_network_and_wires_logins(model_folder, tmp_path, monkeypatch):
+    launched = {}
+
+    def fake_launch(demo, **kwargs):
+        launched.update(kwargs)
+        return "http://0.0.0.0:1/"
+
+    monkeypatch.setattr(cli, "launch", fake_launch)
+    monkeypatch.setattr(gr.Blocks, "block_thread", lambda self: None)
+    monkeypatch.delenv("SSLZOO_SERVE_AUTH", raising=False)
+    base = ["--model", str(model_folder), "--backend", "torch", "--index-cache", str(tmp_path / "cache")]
+    result = CliRunner().invoke(cli.main, [*base, "--host", "0.0.0.0", "--max-query-batch", "1"])
+    assert result.exit_code == 0, result.output
+    assert "Warning: --host 0.0.0.0 lets anyone who can reach this machine use the demo" in result.output
+    assert "--auth USER:PASSWORD" in result.output and launched["auth"] is None
+    logins = tmp_path / "logins.txt"
+    logins.write_text("# who may log in\nada:lovelace\ngrace:hop:per\n")
+    result = CliRunner().invoke(
+        cli.main, [*base, "--host", "0.0.0.0", "--auth", "alan:turing", "--auth-file", str(logins)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Warning" not in result.output and "login required (3 user(s))" in result.output
+    assert launched["auth"] == [("alan", "turing"), ("ada", "lovelace"), ("grace", "hop:per")]
+    result = CliRunner().invoke(cli.main, [*base, "--auth", "no-colon"])
+    assert result.exit_code == 2 and "write USER:PASSWORD" in result.output
