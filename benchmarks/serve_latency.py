@@ -1,23 +1,36 @@
-"""Serving speed: encoder throughput (PyTorch eager vs ONNX Runtime), FAISS search time, and
-end-to-end query latency through the demo's `/search` API.
+"""Serving speed: encoder throughput (PyTorch eager vs ONNX Runtime), FAISS search time, end-to-end
+query latency through the demo's `/search` API, and throughput under concurrent clients with
+queries answered one at a time or batched.
 
     python benchmarks/serve_latency.py                      # the bundled default encoder
     python benchmarks/serve_latency.py --model runs/x/model --threads 2 --queries 200
+    python benchmarks/serve_latency.py --concurrency-only   # just the concurrent-clients table
 
 Targets: ONNX Runtime >= 1.5x PyTorch eager on CPU; p50 end-to-end <= 150 ms on a 2-core CPU with
-the default gallery (1,000 CIFAR-10 images). Without a bundled default and no --model, it times a
-randomly initialised encoder of the default architecture (same cost, meaningless neighbours) and
-says so. CPU timings move with other load on the machine: compare rows of one run.
+the default gallery (1,000 CIFAR-10 images); with 50 concurrent clients, batched queries >= 2x the
+queries/s of one-at-a-time. Without a bundled default and no --model, it times a randomly
+initialised encoder of the default architecture (same cost, meaningless neighbours) and says so.
+CPU timings move with other load on the machine: compare rows of one run.
+
+The concurrent-clients table runs `sslzoo-serve` as its own process (as deployed: the clients'
+Python does not share the server's), once with `--max-query-batch 1` and once batched, and drives
+it with asyncio plain-HTTP clients, each uploading an example image, calling /search and reading
+the event stream, then starting its next query.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -128,6 +141,112 @@ def gradio_client_floor(queries: int) -> list[float]:
         demo.close()
 
 
+def start_server(model: str, port: int, cache: Path, threads: int, max_query_batch: int) -> subprocess.Popen:
+    """`sslzoo-serve` in its own process, ready to answer (ONNX Runtime backend, default gallery)."""
+    command = [
+        sys.executable,
+        "-c",
+        "from sslzoo.serve.cli import main; main()",
+        "--model",
+        model,
+        "--backend",
+        "onnx",
+        "--threads",
+        str(threads),
+        "--port",
+        str(port),
+        "--index-cache",
+        str(cache),
+        "--max-query-batch",
+        str(max_query_batch),
+    ]
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        for line in process.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if "open http" in line:
+                ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    while not ready.wait(0.5):
+        if process.poll() is not None:
+            raise RuntimeError("sslzoo-serve did not start:\n" + "".join(lines))
+    return process
+
+
+async def concurrent_load(url: str, clients: int, queries: int, k: int) -> tuple[float, list[float]]:
+    """(queries/s, per-query ms) with `clients` plain-HTTP clients each running queries back to back."""
+    import httpx
+
+    images = [path.read_bytes() for path in sorted(assets_dir().glob("example-*.png"))]
+    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
+
+        async def one(i: int) -> float:
+            started = time.perf_counter()
+            files = [("files", (f"query{i}.png", images[i % len(images)], "image/png"))]
+            (path,) = (await http.post("gradio_api/upload", files=files)).json()
+            data = [{"path": path, "meta": {"_type": "gradio.FileData"}}, k, None]
+            event = (await http.post("gradio_api/call/search", json={"data": data})).json()["event_id"]
+            stream = (await http.get(f"gradio_api/call/search/{event}")).text
+            if "event: complete" not in stream:
+                raise RuntimeError(f"query {i} failed: {stream[-300:]}")
+            return 1000 * (time.perf_counter() - started)
+
+        for i in range(min(clients, 8)):  # warm-up: connections, caches, ONNX Runtime's first runs
+            await one(i)
+        pending = iter(range(queries))
+        latencies: list[float] = []
+
+        async def client() -> None:
+            for i in pending:
+                latencies.append(await one(i))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        return queries / (time.perf_counter() - started), latencies
+
+
+def concurrency_table(model: str, cache: Path, threads: int, queries: int, k: int, batch: int) -> None:
+    print(
+        f"\n## Concurrent clients: one query at a time vs batched (plain HTTP, {queries} queries per row, k={k})\n"
+    )
+    print(
+        "| clients | mode | queries/s | p50 ms | p99 ms | batched / one at a time |\n|---:|---|---:|---:|---:|---:|"
+    )
+    rates: dict[tuple[int, int], float] = {}
+    rows = []
+    for max_query_batch in (1, batch):
+        port = free_port()
+        server = start_server(model, port, cache, threads, max_query_batch)
+        try:
+            for clients in (1, 8, 50):
+                rate, latencies = asyncio.run(
+                    concurrent_load(f"http://127.0.0.1:{port}/", clients, queries, k)
+                )
+                rates[(clients, max_query_batch)] = rate
+                rows.append((clients, max_query_batch, rate, latencies))
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=60)
+    for clients in (1, 8, 50):
+        for max_query_batch in (1, batch):
+            _, _, rate, latencies = next(row for row in rows if row[:2] == (clients, max_query_batch))
+            mode = "one at a time" if max_query_batch == 1 else f"batched (up to {max_query_batch})"
+            ratio = f"{rate / rates[(clients, 1)]:.2f}x" if max_query_batch != 1 else ""
+            print(
+                f"| {clients} | {mode} | {rate:.1f} | {percentile(latencies, 50):.0f} | "
+                f"{percentile(latencies, 99):.0f} | {ratio} |"
+            )
+    print(
+        f"\nTarget: batched >= 2x the queries/s of one at a time at 50 clients ({threads} thread(s) per server)."
+    )
+
+
 @click.command()
 @click.option(
     "--model",
@@ -152,20 +271,53 @@ def gradio_client_floor(queries: int) -> list[float]:
     help="End-to-end /search calls per backend.",
 )
 @click.option("--k", type=click.IntRange(min=1), default=8, show_default=True, help="Neighbours per query.")
-def main(model_ref: str | None, threads: int, seconds: float, queries: int, k: int) -> None:
+@click.option(
+    "--load-queries",
+    type=click.IntRange(min=10),
+    default=200,
+    show_default=True,
+    help="Queries per row of the concurrent-clients table.",
+)
+@click.option(
+    "--max-query-batch",
+    type=click.IntRange(min=2),
+    default=16,
+    show_default=True,
+    help="The batched server's --max-query-batch.",
+)
+@click.option("--concurrency-only", is_flag=True, help="Print only the concurrent-clients table.")
+def main(
+    model_ref: str | None,
+    threads: int,
+    seconds: float,
+    queries: int,
+    k: int,
+    load_queries: int,
+    max_query_batch: int,
+    concurrency_only: bool,
+) -> None:
     """Print throughput, search and end-to-end latency tables for serving on CPU."""
     torch.set_num_threads(threads)
     model_ref = model_ref or default_model()
     note = ""
+    cache = Path(tempfile.mkdtemp(prefix="sslzoo-bench-"))
     if model_ref is None:
         torch.manual_seed(0)
         model: Encoder | str = Encoder("resnet18", "cifar", input_size=32)
+        model.save_pretrained(cache / "random-resnet18")  # the server process loads it from here
         note = (
             " (randomly initialised: no default encoder is bundled yet; timings are the same architecture's)"
         )
     else:
         model = model_ref
-    cache = Path(tempfile.mkdtemp(prefix="sslzoo-bench-"))
+    served = str(cache / "random-resnet18") if model_ref is None else model_ref
+    if concurrency_only:
+        print(
+            f"# sslzoo serving benchmark\n\nmodel: {model_ref or 'resnet18-cifar'}{note}; {os.cpu_count()} CPUs"
+        )
+        concurrency_table(served, cache, threads, load_queries, k, max_query_batch)
+        shutil.rmtree(cache, ignore_errors=True)
+        return
     eager = FeatureExtractor(model, backend="torch", cache_dir=cache, model_id="bench")
     ort = FeatureExtractor(eager.encoder, backend="onnx", cache_dir=cache, threads=threads, model_id="bench")
     size = eager.encoder.input_size
@@ -231,6 +383,7 @@ def main(model_ref: str | None, threads: int, seconds: float, queries: int, k: i
         f"{percentile(floor, 50):.1f} | {percentile(floor, 99):.1f} | {statistics.mean(floor):.1f} |"
     )
     print("\nTargets: ORT >= 1.5x eager on CPU; p50 <= 150 ms on 2 cores with the default gallery.")
+    concurrency_table(served, cache, threads, load_queries, k, max_query_batch)
     shutil.rmtree(cache, ignore_errors=True)
 
 
