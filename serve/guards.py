@@ -67,10 +67,8 @@ def _guard_image(component: gr.Image, limits: UploadLimits) -> None:
         try:
             if url.startswith("data:"):  # a route that skipped the door: same treatment here
                 upload = save_data_url(url, get_upload_folder(), limits, name=name)
-            elif getattr(payload, "path", None):
-                upload = Upload.of(payload.path)
-                if name and upload.name is not None:
-                    upload = Upload(upload.path, name)
+            elif getattr(payload, "path", None):  # the name the client gave, else the file's (or inline)
+                upload = Upload(payload.path, name) if name else Upload.of(payload.path)
             else:
                 raise QueryInputError("Upload an image file (the request names no file).")
             check_upload(upload, limits)
