@@ -29,7 +29,9 @@ from .gallery import Gallery
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 INDEX_FILE = "index.faiss"
 METADATA_FILE = "metadata.json"
-FORMAT_VERSION = 1
+#: 2: gallery files are embedded upright (EXIF) and decoded at the size the encoder needs; indexes
+#: saved before hold features of the old decoding and are rebuilt on first use.
+FORMAT_VERSION = 2
 
 
 class IndexMismatchError(SslzooError, ValueError):
