@@ -8,8 +8,11 @@ gather-and-sum, the hue a closed form where torchvision goes through a sector ta
 
 from __future__ import annotations
 
+import ast
 import itertools
 import math
+import tomllib
+from pathlib import Path
 
 import pytest
 import torch
@@ -193,7 +196,10 @@ def test_whole_view_equals_the_torchvision_pipeline_image_by_image():
     pixels = _pixels(n, 20)
     params = _params(
         n,
-        box=torch.tensor([[0, 0, 20, 20], [2, 3, 10, 14], [5, 0, 15, 12], [0, 4, 16, 16], [1, 1, 6, 9], [3, 7, 17, 13]], dtype=torch.float32),
+        box=torch.tensor(
+            [[0, 0, 20, 20], [2, 3, 10, 14], [5, 0, 15, 12], [0, 4, 16, 16], [1, 1, 6, 9], [3, 7, 17, 13]],
+            dtype=torch.float32,
+        ),
         flip=torch.tensor([0, 1, 0, 1, 1, 0], dtype=torch.bool),
         jitter=torch.tensor([1, 1, 0, 1, 1, 1], dtype=torch.bool),
         factors=torch.tensor([[0.7, 1.3, 0.5, 0.05], [1.2, 0.8, 1.6, -0.08]]).repeat(3, 1),
@@ -227,11 +233,14 @@ def test_crop_boxes_are_distributed_as_torchvisions(height, width):
     """Area fractions, log ratios and the share of centre-crop fallbacks, against torchvision's own sampler."""
     scale, ratio = (0.08, 1.0), (3 / 4, 4 / 3)
     n = 4000
-    ours = _sample({**AUGMENT_DEFAULTS, "crop_scale": list(scale), "crop_ratio": list(ratio)}, n, height, width)
+    ours = _sample(
+        {**AUGMENT_DEFAULTS, "crop_scale": list(scale), "crop_ratio": list(ratio)}, n, height, width
+    )
     torch.manual_seed(1)
     image = torch.zeros(3, height, width)
     theirs = torch.tensor(
-        [T.RandomResizedCrop.get_params(image, list(scale), list(ratio)) for _ in range(n)], dtype=torch.float32
+        [T.RandomResizedCrop.get_params(image, list(scale), list(ratio)) for _ in range(n)],
+        dtype=torch.float32,
     )  # (top, left, height, width), as ours
     for box in (ours.box, theirs):
         top, left, h, w = box.unbind(1)
@@ -245,13 +254,17 @@ def test_crop_boxes_are_distributed_as_torchvisions(height, width):
         assert _ks_distance(ours_stat, their_stat) < _ks_bound(n, n)
     # Where the box sits: uniform over the room left, as torchvision's randint.
     room = (height - ours.box[:, 2]).clamp(min=1)
-    assert _ks_distance(ours.box[:, 0] / room, theirs[:, 0] / (height - theirs[:, 2]).clamp(min=1)) < _ks_bound(n, n)
+    assert _ks_distance(
+        ours.box[:, 0] / room, theirs[:, 0] / (height - theirs[:, 2]).clamp(min=1)
+    ) < _ks_bound(n, n)
 
 
 def test_crop_areas_and_ratios_stay_in_range_and_uniform_before_rejection():
     """On a large image (rounding negligible) with scale <= 0.25 every first try fits: the law is uniform."""
     n = 20000
-    params = _sample({**AUGMENT_DEFAULTS, "crop_scale": [0.05, 0.25], "crop_ratio": [0.5, 2.0]}, n, 2000, 2000)
+    params = _sample(
+        {**AUGMENT_DEFAULTS, "crop_scale": [0.05, 0.25], "crop_ratio": [0.5, 2.0]}, n, 2000, 2000
+    )
     area = params.box[:, 2] * params.box[:, 3] / 2000**2
     log_ratio = torch.log(params.box[:, 3] / params.box[:, 2])
     assert 0.05 * 0.995 < float(area.min()) and float(area.max()) < 0.25 * 1.005
@@ -272,7 +285,14 @@ def test_crop_falls_back_to_torchvisions_centre_crop_when_no_try_fits():
 
 def test_each_op_fires_at_its_probability():
     n = 20000
-    settings = {**AUGMENT_DEFAULTS, "hflip": 0.5, "jitter_p": 0.8, "grayscale": 0.2, "blur": 0.3, "solarize": 0.1}
+    settings = {
+        **AUGMENT_DEFAULTS,
+        "hflip": 0.5,
+        "jitter_p": 0.8,
+        "grayscale": 0.2,
+        "blur": 0.3,
+        "solarize": 0.1,
+    }
     params = _sample(settings, n)
     for field, p in (("flip", 0.5), ("jitter", 0.8), ("grayscale", 0.2), ("blur", 0.3), ("solarize", 0.1)):
         rate = float(getattr(params, field).float().mean())
@@ -313,14 +333,18 @@ def test_colour_op_order_is_uniform_and_independent_per_image():
 def test_identity_settings_only_normalise():
     images = _images()
     view = MultiViewAugmentation(16, MEAN, STD, [OFF])(images)[0]
-    expected = (images.float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    expected = (images.float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(
+        1, 3, 1, 1
+    )
     torch.testing.assert_close(view, expected, atol=1e-5, rtol=0)
 
 
 def test_crop_and_flip_only_views_equal_torchvision():
     """A linear probe's views: every op but the crop and the flip switched off."""
     settings = {**OFF, "crop_scale": [0.08, 1.0], "crop_ratio": [3 / 4, 4 / 3], "hflip": 0.5}
-    augmentation = MultiViewAugmentation(24, MEAN, STD, [settings], generator=torch.Generator().manual_seed(5))
+    augmentation = MultiViewAugmentation(
+        24, MEAN, STD, [settings], generator=torch.Generator().manual_seed(5)
+    )
     view = augmentation.views[0]
     assert not (view.jitter_on or view.blur_on)
     images = _images(16, 32)
@@ -374,7 +398,9 @@ def test_byol_solarises_view_two_only():
 
 
 def test_channels_last_and_bfloat16_views():
-    augmentation = MultiViewAugmentation(16, MEAN, STD, [ALL_ON, OFF], channels_last=True, dtype=torch.bfloat16)
+    augmentation = MultiViewAugmentation(
+        16, MEAN, STD, [ALL_ON, OFF], channels_last=True, dtype=torch.bfloat16
+    )
     views = augmentation(_images())
     assert all(v.is_contiguous(memory_format=torch.channels_last) for v in views)
     assert all(v.dtype == torch.bfloat16 for v in views)
@@ -446,3 +472,21 @@ def test_compiles_with_fullgraph_and_matches_eager():
     compiled = augmentation(images)
     for a, b in zip(eager, compiled):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
+def test_nothing_installed_imports_kornia_and_the_install_does_not_need_it():
+    root = Path(__file__).resolve().parents[1]
+    for package in ("sslzoo", "train", "export", "serve"):
+        for path in (root / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = (
+                    [alias.name for alias in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                    if isinstance(node, ast.ImportFrom)
+                    else []
+                )
+                assert not any(name.split(".")[0] == "kornia" for name in names), path
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert not any(dep.startswith("kornia") for dep in project["dependencies"])
+    assert any(dep.startswith("kornia") for dep in project["optional-dependencies"]["benchmark"])

@@ -47,7 +47,6 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from sslzoo.errors import ConfigError
 
@@ -161,7 +160,9 @@ class ViewAugmentation(nn.Module):
         self.blur_on = settings["blur"] > 0
         # Odd, at most the image (reflect padding needs less than the image on each side); 3 sigma each side.
         self.blur_kernel = min(2 * math.ceil(3 * settings["blur_sigma"][1]) + 1, size - 1 + size % 2)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer(
+            "mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False
+        )
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     # --------------------------------------------------------------------------- parameters
@@ -209,9 +210,7 @@ class ViewAugmentation(nn.Module):
 
     def forward(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw, sample and apply in one call (float pixels in [0, 1])."""
-        uniforms = torch.rand(
-            len(pixels), UNIFORMS_PER_IMAGE, generator=generator, device=pixels.device
-        )
+        uniforms = torch.rand(len(pixels), UNIFORMS_PER_IMAGE, generator=generator, device=pixels.device)
         return self.apply(pixels, self.sample(uniforms, *pixels.shape[-2:]))
 
 
@@ -278,7 +277,9 @@ class MultiViewAugmentation(nn.Module):
         if images.dtype != torch.uint8:
             raise TypeError(f"Augmentation expects uint8 images, got {images.dtype}.")
         if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"Augmentation expects RGB images (B, 3, H, W), got shape {tuple(images.shape)}.")
+            raise ValueError(
+                f"Augmentation expects RGB images (B, 3, H, W), got shape {tuple(images.shape)}."
+            )
         return self._view_batch(images, self.draw(len(images), images.device))
 
     def compile(self, **kwargs: Any) -> None:

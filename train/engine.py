@@ -401,7 +401,7 @@ class Trainer:
             {
                 "config": self.config.to_json(),
                 "method": self.method.state_dict(),  # MomentumMethod's EMA rate rides in it (extra state)
-                **self.stepper.state_dict(),  # optimizer, scaler
+                **self.stepper.state_dict(),  # optimizer, scaler, the views' generator
                 "step": self.step,
                 "epoch": self.step / self.feeder.steps_per_epoch,
                 "rng": rng_state(),

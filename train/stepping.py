@@ -6,16 +6,19 @@ loss scaler, the augmentation), so its `state_dict` is the rest of what a checkp
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from .augment import build_augmentation
+from .augment import build_augmentation, view_generator
 from .optim import build_optimizer, lr_at, set_lr
 from .recipes import TrainConfig
 from .runtime import Runtime
+
+logger = logging.getLogger("sslzoo.train")
 
 
 class Stepper:
@@ -38,8 +41,14 @@ class Stepper:
         self.warmup_steps = warmup_steps
         self.supervised = bool(getattr(method, "supervised", False))
         self.num_views = int(getattr(method, "num_views", 2))
-        self.augment = build_augmentation(replace(config, channels_last=channels_last), self.num_views)
+        # The views' random stream: a generator of their own on the device, checkpointed with the run.
+        self.view_generator = view_generator(runtime.device, config.seed, runtime.rank)
+        self.augment = build_augmentation(
+            replace(config, channels_last=channels_last), self.num_views, generator=self.view_generator
+        )
         self.augment.to(runtime.device)
+        if config.compile:
+            self.augment.compile()
         groups = method.param_groups(config.weight_decay, exclude_bias_norm=config.exclude_bias_norm_wd)
         self.optimizer = build_optimizer(groups, config, runtime.device)
         self.scaler = torch.amp.GradScaler("cuda") if runtime.precision == "fp16" else None
@@ -97,9 +106,21 @@ class Stepper:
         return {
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "views_rng": self.view_generator.get_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint's state (rank 0's: the other processes reseed their views by step)."""
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        runtime = self.runtime
+        if not runtime.is_main:
+            step = int(state["step"])
+            self.view_generator.set_state(
+                view_generator(runtime.device, self.config.seed, runtime.rank, step).get_state()
+            )
+        elif "views_rng" in state:
+            self.view_generator.set_state(state["views_rng"])
+        else:
+            logger.warning("The checkpoint predates the views' generator: the views differ from the run's.")
