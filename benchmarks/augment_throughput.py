@@ -200,10 +200,9 @@ def measure(args: argparse.Namespace, device: torch.device) -> list[Row]:
                             lambda call=call, images=images: call(images),
                         )
                     )
-                    print(
-                        f"  {recipe} {pipeline} {mode} batch {batch}: {rows[-1].views_per_s or rows[-1].note}",
-                        flush=True,
-                    )
+                    row = rows[-1]
+                    result = f"{row.views_per_s:,.0f} views/s" if row.views_per_s else row.note
+                    print(f"  {recipe} {pipeline} {mode} batch {batch}: {result}", flush=True)
         if "torchvision" in args.pipelines:
             loop = TorchvisionLoop(config, views)
             subset = next(iter(batches.values()))[: args.loop_images].cpu()

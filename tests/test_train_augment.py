@@ -230,7 +230,7 @@ def test_whole_view_equals_the_torchvision_pipeline_image_by_image():
 # --------------------------------------------------------------------- parameter sampling
 @pytest.mark.parametrize("height,width", [(32, 32), (24, 40), (96, 64)])
 def test_crop_boxes_are_distributed_as_torchvisions(height, width):
-    """Area fractions, log ratios and the share of centre-crop fallbacks, against torchvision's own sampler."""
+    """Area fractions, log ratios and positions of the boxes, against torchvision's own sampler."""
     scale, ratio = (0.08, 1.0), (3 / 4, 4 / 3)
     n = 4000
     ours = _sample(

@@ -32,7 +32,11 @@ How it works, in three separable steps so that fixed parameters can be tested:
      step run first (a factor of 1 is an exact identity for the others), then hue, then the rest,
      so hue is computed once instead of once per position.
    - grayscale with the ITU-R 601-2 luma weights torchvision uses; blur as two 1-D convolutions
-     (rows, then columns) whose kernel is each image's own sigma, reflect-padded; solarise at 0.5.
+     (rows, then columns) with each image's own sigma, reflect-padded, written as banded matrices
+     so that they too are two batched matmuls; solarise at 0.5.
+
+On CUDA with TF32 matmuls allowed (the engine's `float32_matmul_precision("high")`) the crop and
+the blur round their inputs to TF32, about 1e-3 of the pixel range, a quarter of a uint8 level.
 
 `torch.compile(view_batch, fullgraph=True)` (what `MultiViewAugmentation.compile()` does)
 compiles steps 2 and 3 into a few fused kernels.
@@ -201,11 +205,11 @@ class ViewAugmentation(nn.Module):
         if self.jitter_on:
             x = color_jitter(x, params.jitter, params.factors, params.order, hue=self.hue_on)
         if s["grayscale"] > 0:
-            x = torch.where(_per_image(params.grayscale), grayscale(x), x)
+            x = grayscale(x, where=params.grayscale)
         if self.blur_on:
-            x = torch.where(_per_image(params.blur), gaussian_blur(x, params.sigma, self.blur_kernel), x)
+            x = gaussian_blur(x, params.sigma, self.blur_kernel, where=params.blur)
         if s["solarize"] > 0:
-            x = torch.where(_per_image(params.solarize), solarize(x), x)
+            x = solarize(x, where=params.solarize)
         return (x - self.mean) / self.std
 
     def forward(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -369,9 +373,8 @@ def resized_crop(
     """
     top, left, h, w = box.unbind(dim=1)
     rows = resampling_weights(top, h, pixels.shape[-2], size, interpolation)  # (B, size, H)
-    cols = resampling_weights(left, w, pixels.shape[-1], size, interpolation)  # (B, size, W)
-    cols = torch.where(flip.view(-1, 1, 1), cols.flip(1), cols)
-    out = _rows_and_columns(pixels, rows, cols.transpose(1, 2))
+    cols = resampling_weights(left, w, pixels.shape[-1], size, interpolation, flip)  # (B, size, W)
+    out = _rows_and_columns(pixels, rows, cols.transpose(1, 2)).contiguous()  # the colour maps' layout
     if interpolation == "bicubic":
         out = out.clamp(0.0, 1.0)  # cubic weights overshoot; torchvision clamps uint8 images likewise
     return out
@@ -391,29 +394,38 @@ def _rows_and_columns(x: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor
 
 
 def resampling_weights(
-    start: torch.Tensor, length: torch.Tensor, in_size: int, out_size: int, interpolation: str
+    start: torch.Tensor,
+    length: torch.Tensor,
+    in_size: int,
+    out_size: int,
+    interpolation: str,
+    flip: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, out_size, in_size) weights that resample [start, start + length) of each row to `out_size`.
 
     torch's antialiased interpolation (`F.interpolate(..., antialias=True)`): output pixel i
     samples the crop at its centre, start + (i + 0.5) * scale, with the kernel stretched by the
     downscale factor (scale = length / out_size when above 1), over the crop's pixels only, and
-    normalised to sum to 1.
+    normalised to sum to 1. Where `flip`, output pixel i samples where pixel size - 1 - i would:
+    the mirrored row.
     """
     scale = (length / out_size).unsqueeze(1)  # (B, 1)
     positions = torch.arange(out_size, device=start.device, dtype=torch.float32) + 0.5
-    centres = start.unsqueeze(1) + scale * positions  # (B, out)
+    if flip is not None:
+        positions = torch.where(flip.unsqueeze(1), out_size - positions, positions)  # (B, out)
+    stretch = scale.clamp(min=1.0)
+    centres = (start.unsqueeze(1) + scale * positions) / stretch  # (B, out), in stretched pixels
     pixel_centres = torch.arange(in_size, device=start.device, dtype=torch.float32) + 0.5
-    stretch = scale.clamp(min=1.0).unsqueeze(2)
-    distance = (pixel_centres.view(1, 1, -1) - centres.unsqueeze(2)) / stretch
-    kernel = _triangle(distance) if interpolation == "bilinear" else _cubic(distance)
+    distance = (pixel_centres / stretch).unsqueeze(1) - centres.unsqueeze(2)  # (B, out, in)
+    weights = _triangle(distance) if interpolation == "bilinear" else _cubic(distance)
     inside = (pixel_centres >= start.view(-1, 1)) & (pixel_centres < (start + length).view(-1, 1))
-    weights = kernel * inside.unsqueeze(1)
-    return weights / weights.sum(dim=2, keepdim=True)
+    weights = weights.mul_(inside.unsqueeze(1))
+    return weights.div_(weights.sum(dim=2, keepdim=True))
 
 
 def _triangle(x: torch.Tensor) -> torch.Tensor:
-    return (1.0 - x.abs()).clamp(min=0.0)
+    """The bilinear kernel max(0, 1 - |x|), in place on a temporary."""
+    return x.abs_().neg_().add_(1.0).clamp_(min=0.0)
 
 
 def _cubic(x: torch.Tensor, a: float = -0.5) -> torch.Tensor:
@@ -421,27 +433,52 @@ def _cubic(x: torch.Tensor, a: float = -0.5) -> torch.Tensor:
     x = x.abs()
     near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
     far = (((x - 5.0) * x + 8.0) * x - 4.0) * a
-    return torch.where(x < 1.0, near, torch.where(x < 2.0, far, torch.zeros_like(x)))
+    # Masks as factors: torch.where over a full tensor is several times slower on a CPU.
+    return near * (x < 1.0) + far * ((x >= 1.0) & (x < 2.0))
 
 
 # -------------------------------------------------------------------------------- colour
+def colour_transform(x: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Each pixel's RGB through its image's (3, 3) `matrix` (plus `bias`, (B, 3)): one batched matmul.
+
+    Brightness, contrast, saturation and grayscale are all such maps. One `baddbmm` over the
+    (B, 3, H * W) batch reads and writes the images once; the same map as separate elementwise
+    ops (luma, then a fused multiply-add) took twice as long on a CPU. An identity matrix is an
+    exact identity (x * 1 + y * 0 + z * 0).
+    """
+    batch, channels, height, width = x.shape
+    flat = x.reshape(batch, channels, height * width)
+    out = torch.bmm(matrix, flat) if bias is None else torch.baddbmm(bias.unsqueeze(2), matrix, flat)
+    return out.view(batch, channels, height, width)
+
+
+def _luma_rows(x: torch.Tensor) -> torch.Tensor:
+    """(3, 3): every row the luma weights, the matrix that turns RGB into gray RGB."""
+    return torch.tensor(GRAY_WEIGHTS, device=x.device, dtype=x.dtype).expand(3, 3)
+
+
 def luma(x: torch.Tensor) -> torch.Tensor:
     """(B, 1, H, W) ITU-R 601-2 luma of RGB images in [0, 1], as torchvision's `rgb_to_grayscale`."""
     r, g, b = x.unbind(dim=1)
     return r.mul(GRAY_WEIGHTS[0]).add_(g, alpha=GRAY_WEIGHTS[1]).add_(b, alpha=GRAY_WEIGHTS[2]).unsqueeze(1)
 
 
-def grayscale(x: torch.Tensor) -> torch.Tensor:
-    """torchvision's `rgb_to_grayscale(x, num_output_channels=3)`."""
-    return luma(x).expand_as(x)
+def grayscale(x: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+    """torchvision's `rgb_to_grayscale(x, num_output_channels=3)`, of the images `where` selects (all by default)."""
+    eye = torch.eye(3, device=x.device, dtype=x.dtype)
+    where = torch.ones(len(x), dtype=torch.bool, device=x.device) if where is None else where
+    return colour_transform(x, torch.where(where.view(-1, 1, 1), _luma_rows(x), eye))
 
 
-def solarize(x: torch.Tensor) -> torch.Tensor:
-    """torchvision's `solarize(x, 0.5)`: pixels at or above one half are inverted.
+def solarize(x: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+    """torchvision's `solarize(x, 0.5)` of the images `where` selects (all by default).
 
-    On [0, 1], 1 - x is the smaller of the two exactly when x >= 0.5, so this is min(x, 1 - x).
+    On [0, 1], 1 - x is the smaller of the two exactly when x >= 0.5, so solarising is
+    min(x, 1 - x); min(x, 2 - x) = x leaves the other images as they are.
     """
-    return torch.minimum(x, 1.0 - x)
+    if where is None:
+        return torch.minimum(x, 1.0 - x)
+    return torch.minimum(x, (2.0 - where.to(x.dtype)).view(-1, 1, 1, 1) - x)
 
 
 def color_jitter(
@@ -473,26 +510,35 @@ def color_jitter(
         return x
     for slot in range(3):
         x = _blend(x, ops[slot], torch.where(slot < hue_position, blend_factors[slot], 1.0))
-    x = torch.where(_per_image(apply), adjust_hue(x, factors[:, HUE]), x)
+    x = _select(apply, adjust_hue(x, factors[:, HUE]), x)
     for slot in range(3):
         x = _blend(x, ops[slot], torch.where(slot >= hue_position, blend_factors[slot], 1.0))
     return x
 
 
 def _blend(x: torch.Tensor, op: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """torchvision's brightness, contrast or saturation, chosen per image by `op`, as one blend.
+    """torchvision's brightness, contrast or saturation, chosen per image by `op`, as one colour map.
 
-    All three are clamp(f * x + (1 - f) * reference, 0, 1) with reference 0 (brightness), the
-    mean luma (contrast) or the luma (saturation): here (1 - f) * reference is
-    (1 - f) * (a * luma + c) with per-image a and c, and the blend one fused multiply-add.
+    All three are clamp(f * x + (1 - f) * reference, 0, 1), the reference being 0 (brightness),
+    the mean luma (contrast) or the luma (saturation): the matrix f * I (+ (1 - f) * luma rows
+    for saturation) and the bias (1 - f) * mean luma for contrast.
     """
-    gray = luma(x)
-    rest = (1.0 - factor).view(-1, 1, 1, 1)
-    mean = gray.mean(dim=(2, 3), keepdim=True)
-    offset = torch.where(_per_image(op == CONTRAST), mean * rest, 0.0)  # (B, 1, 1, 1)
-    slope = torch.where(_per_image(op == SATURATION), rest, 0.0)
-    reference = torch.addcmul(offset, gray, slope)  # (B, 1, H, W): (1 - f) * reference
-    return torch.addcmul(reference, x, _per_image(factor)).clamp_(0.0, 1.0)
+    rest = 1.0 - factor
+    eye = torch.eye(3, device=x.device, dtype=x.dtype)
+    saturation = torch.where(op == SATURATION, rest, 0.0).view(-1, 1, 1)
+    matrix = factor.view(-1, 1, 1) * eye + saturation * _luma_rows(x)
+    mean_luma = x.mean(dim=(2, 3)) @ _luma_rows(x)[0]  # (B,): the mean of the luma plane
+    bias = torch.where(op == CONTRAST, rest * mean_luma, 0.0).unsqueeze(1).expand(-1, 3)
+    return colour_transform(x, matrix, bias).clamp_(0.0, 1.0)
+
+
+def _select(where: torch.Tensor, if_true: torch.Tensor, if_false: torch.Tensor) -> torch.Tensor:
+    """Per image, `if_true` where `where` else `if_false`, exactly.
+
+    A lerp with weights 0 or 1 returns either end exactly, and is faster on a CPU than
+    `torch.where` with a broadcast mask.
+    """
+    return torch.lerp(if_false, if_true, _per_image(where.to(if_true.dtype)))
 
 
 def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -516,41 +562,53 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     The hue h in sixths of a turn from the RGB hexcone (the largest channel decides the sector,
     red before green before blue, as torchvision), shifted, then back to RGB in closed form:
     min + (max - min) * pure(h), where pure(h) is the fully saturated colour of hue h. Value and
-    saturation stay as they were, as with torchvision's HSV round trip.
+    saturation stay as they were, as with torchvision's HSV round trip. Masks are float factors:
+    `torch.where` and bool factors are several times slower on a CPU.
     """
-    r, g, b = x.split(1, dim=1)
-    maxc, minc = torch.maximum(torch.maximum(r, g), b), torch.minimum(torch.minimum(r, g), b)
+    r, g, b = x.unbind(dim=1)
+    maxc, minc = x.amax(dim=1), x.amin(dim=1)
     delta = maxc - minc
     red = (maxc == r).to(x.dtype)
-    green = (maxc == g).to(x.dtype) * (1.0 - red)
+    green = (maxc == g).to(x.dtype).mul_(1.0 - red)
     blue = 1.0 - red - green
     # Sector of the largest channel (0, 2 or 4 sixths) plus the signed distance to its neighbours.
-    numerator = red * (g - b) + green * (b - r + 2.0 * delta) + blue * (r - g + 4.0 * delta)
-    sixths = numerator / torch.where(delta > 0, delta, 1.0) + 6.0 * _per_image(shift)
-    sixths = sixths - 6.0 * torch.floor(sixths / 6.0)  # in [0, 6)
-    # The pure hue's channels, |h - 3| - 1, 2 - |h - 2|, 2 - |h - 4| clamped to [0, 1], scaled into [min, max].
-    centres, signs, offsets = (
-        torch.tensor(values, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        for values in ((3.0, 2.0, 4.0), (1.0, -1.0, -1.0), (-1.0, 2.0, 2.0))
-    )
-    pure = (sixths - centres).abs_().mul_(signs).add_(offsets).clamp_(0.0, 1.0)
-    return pure.mul_(delta).add_(minc)
+    numerator = (g - b).mul_(red)
+    numerator.addcmul_(torch.add(b - r, delta, alpha=2.0), green)
+    numerator.addcmul_(torch.add(r - g, delta, alpha=4.0), blue)
+    # Where max == min the numerator is 0 too; any error from the floor is scaled by delta below.
+    sixths = numerator.div_(delta.clamp(min=1e-12)).add_(6.0 * shift.view(-1, 1, 1))
+    sixths = sixths.sub_(torch.floor(sixths / 6.0).mul_(6.0))  # in [0, 6)
+    channels = []  # the pure hue's red |h - 3| - 1, green 2 - |h - 2|, blue 2 - |h - 4|, in [0, 1]
+    for centre, rising in ((3.0, True), (2.0, False), (4.0, False)):
+        pure = (sixths - centre).abs_()
+        pure = pure.sub_(1.0) if rising else pure.neg_().add_(2.0)
+        channels.append(torch.addcmul(minc, delta, pure.clamp_(0.0, 1.0)))
+    return torch.stack(channels, dim=1)
 
 
 # ---------------------------------------------------------------------------------- blur
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
+def gaussian_blur(
+    x: torch.Tensor, sigma: torch.Tensor, kernel_size: int, where: torch.Tensor | None = None
+) -> torch.Tensor:
     """torchvision's `gaussian_blur(x, kernel_size, sigma)` with a per-image sigma, reflect-padded.
 
     Separable: each image's 1-D kernel, reflect padding included, becomes a banded (S, S) matrix
     K, and the blur is K @ x @ K.T, two batched matmuls (faster than a depthwise convolution with
     one group per image and channel: 24 ms against 65 ms for 512 CIFAR images on one CPU core).
+    Images that `where` leaves out get K = I, an exact identity.
     """
     batch, channels, height, width = x.shape
     if height != width:
         raise ValueError(f"The blur runs on square views, got {height} x {width}.")
     radius = kernel_size // 2
     offsets = torch.arange(-radius, radius + 1, device=x.device)
-    kernel = torch.softmax(-0.5 * (offsets / sigma.unsqueeze(1)) ** 2, dim=1)  # (B, K), normalised
+    logits = -0.5 * (offsets / sigma.unsqueeze(1)) ** 2
+    # Taps below e^-60 (1e-26 of the centre) become exact zeros: their exponentials would be
+    # subnormal floats, which slow a CPU's matmul down several times over.
+    logits = logits.masked_fill(logits < -60.0, float("-inf"))
+    if where is not None:  # the unit kernel: all weight on the centre tap
+        logits = logits.masked_fill(~where.unsqueeze(1) & (offsets != 0), float("-inf"))
+    kernel = torch.softmax(logits, dim=1)  # (B, K), normalised
     source = (torch.arange(height, device=x.device).view(-1, 1) + offsets).abs()  # reflect at 0...
     source = torch.where(source > height - 1, 2 * (height - 1) - source, source)  # ...and at the end
     taps = (source.unsqueeze(-1) == torch.arange(height, device=x.device)).to(x.dtype)  # (S, K, S)
