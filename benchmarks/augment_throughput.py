@@ -17,7 +17,8 @@ as the engine runs it.
 
 Targets: on a 2-core CPU, sslzoo >= 3x kornia for SimCLR at batch 512; on one H100/H200,
 >= 500,000 views/s at 1,024 views per call (batch 512), >= 10x kornia, and <= 5 % of a SimCLR
-step. Times are the best of --repeats calls after --warmup calls (compilation happens there).
+step. Times are the best of --repeats calls after --warmup calls (compilation happens there); the
+pipelines take turns call by call, so that a change of the machine's load slows them alike.
 
     python benchmarks/augment_throughput.py --device cuda
     python benchmarks/augment_throughput.py --device cpu
@@ -168,62 +169,77 @@ def _failure(error: BaseException) -> str:
     return f"fails: {type(error).__name__}: {first}"[:110]
 
 
+def _pipelines(args: argparse.Namespace, config: TrainConfig, device: torch.device) -> dict[tuple, Callable]:
+    """(pipeline, mode) -> a callable on a uint8 batch, one module each, reused over batch sizes."""
+    calls: dict[tuple, Callable] = {}
+    for mode in args.modes:
+        if "sslzoo" in args.pipelines:
+            augmentation = build_augmentation(config, 2, generator=view_generator(device, 0)).to(device)
+            if mode == "compiled":
+                augmentation.compile()
+            calls["sslzoo", mode] = augmentation
+        if "kornia" in args.pipelines:
+            kornia_views = KorniaViews(config, 2).to(device)
+            calls["kornia", mode] = torch.compile(kornia_views) if mode == "compiled" else kornia_views
+    return calls
+
+
 def measure(args: argparse.Namespace, device: torch.device) -> list[Row]:
-    """Every (recipe, batch, pipeline, mode) cell; one module per (recipe, pipeline, mode), reused over batches."""
+    """Every (recipe, batch, pipeline, mode) cell.
+
+    The pipelines take turns, one call each per round, so that a machine whose load changes
+    during the run slows them alike; each cell keeps its fastest call.
+    """
     rows = []
     views = 2
     for recipe in args.recipes:
         config = resolve_config(recipe, "cifar10", options={"channels_last": device.type == "cuda"})
-        batches = {
-            batch: torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8, device=device)
-            for batch in args.batch_sizes
-        }
-        for pipeline in [p for p in args.pipelines if p != "torchvision"]:
-            for mode in args.modes:
-                if pipeline == "sslzoo":
-                    call = build_augmentation(config, views, generator=view_generator(device, 0)).to(device)
-                    if mode == "compiled":
-                        call.compile()
-                else:
-                    call = KorniaViews(config, views).to(device)
-                    if mode == "compiled":
-                        call = torch.compile(call)
-                for batch, images in batches.items():
-                    rows.append(
-                        _time(
-                            args,
-                            device,
-                            recipe,
-                            batch,
-                            pipeline,
-                            mode,
-                            lambda call=call, images=images: call(images),
-                        )
-                    )
-                    row = rows[-1]
-                    result = f"{row.views_per_s:,.0f} views/s" if row.views_per_s else row.note
-                    print(f"  {recipe} {pipeline} {mode} batch {batch}: {result}", flush=True)
-        if "torchvision" in args.pipelines:
-            loop = TorchvisionLoop(config, views)
-            subset = next(iter(batches.values()))[: args.loop_images].cpu()
-            seconds = best_seconds(
-                lambda loop=loop, subset=subset: loop(subset), torch.device("cpu"), 1, args.repeats
-            )
-            note = f"1 CPU process, uint8 tensors, timed on {len(subset)} images"
+        calls = _pipelines(args, config, device)
+        loop = TorchvisionLoop(config, views) if "torchvision" in args.pipelines else None
+        loop_seconds = math.inf
+        for batch in args.batch_sizes:
+            images = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8, device=device)
+            subset = images[: args.loop_images].cpu()
+            best: dict[tuple, float] = {}
+            failed: dict[tuple, str] = {}
+            for key, call in calls.items():  # warm-up, and compilation for this shape
+                try:
+                    for _ in range(args.warmup):
+                        call(images)
+                except Exception as error:  # e.g. kornia under torch.compile: report, do not stop
+                    failed[key] = _failure(error)
+            for _ in range(args.repeats):
+                for key, call in calls.items():
+                    if key not in failed:
+                        best[key] = min(best.get(key, math.inf), _seconds(call, images, device))
+                if loop is not None and batch == args.batch_sizes[0]:  # per image: once per recipe
+                    loop_seconds = min(loop_seconds, _seconds(loop, subset, torch.device("cpu")))
+            for (pipeline, mode), seconds in best.items():
+                rows.append(Row(recipe, batch, pipeline, mode, views * batch / seconds))
             rows += [
-                Row(recipe, batch, "torchvision v2", "per image", views * len(subset) / seconds, note)
-                for batch in args.batch_sizes
+                Row(recipe, batch, pipeline, mode, None, note) for (pipeline, mode), note in failed.items()
             ]
+            if loop is not None:
+                note = f"1 CPU process, uint8 tensors, timed on {len(subset)} images"
+                rows.append(
+                    Row(
+                        recipe, batch, "torchvision v2", "per image", views * len(subset) / loop_seconds, note
+                    )
+                )
+            print(f"  {recipe} batch {batch}: done", flush=True)
     order = {name: i for i, name in enumerate(("sslzoo", "kornia", "torchvision v2"))}
-    return sorted(rows, key=lambda r: (args.recipes.index(r.recipe), r.batch, order[r.pipeline]))
+    modes = {"eager": 0, "compiled": 1, "per image": 2}
+    return sorted(
+        rows, key=lambda r: (args.recipes.index(r.recipe), r.batch, order[r.pipeline], modes[r.mode])
+    )
 
 
-def _time(args, device, recipe, batch, pipeline, mode, call) -> Row:
-    try:
-        seconds = best_seconds(call, device, args.warmup, args.repeats)
-    except Exception as error:  # kornia under torch.compile: report, do not stop the run
-        return Row(recipe, batch, pipeline, mode, None, _failure(error))
-    return Row(recipe, batch, pipeline, mode, 2 * batch / seconds)
+def _seconds(call: Callable[[torch.Tensor], Any], images: torch.Tensor, device: torch.device) -> float:
+    _sync(device)
+    started = time.perf_counter()
+    call(images)
+    _sync(device)
+    return time.perf_counter() - started
 
 
 # ----------------------------------------------------------------------- share of a step

@@ -27,16 +27,17 @@ How it works, in three separable steps so that fixed parameters can be tested:
      recipe's `interpolation`) stretched by the downscale factor, i.e. torchvision's antialiased
      resize (`antialias=True`) exactly, flipped by reversing the column matrix; the view is
      `rows @ image @ columns.T`, two batched matmuls. (`grid_sample` cannot antialias.)
-   - brightness, contrast and saturation are blends with a per-image factor; hue is the HSV
-     rotation. The four run in an order drawn per image: the three blends that precede the hue
-     step run first (a factor of 1 is an exact identity for the others), then hue, then the rest,
-     so hue is computed once instead of once per position.
-   - grayscale with the ITU-R 601-2 luma weights torchvision uses; blur as two 1-D convolutions
-     (rows, then columns) with each image's own sigma, reflect-padded, written as banded matrices
-     so that they too are two batched matmuls; solarise at 0.5.
+   - brightness, contrast, saturation and grayscale (ITU-R 601-2 luma, as torchvision) are
+     per-image 3 x 3 colour maps, one batched matmul each (plus a clamp); hue is the HSV
+     rotation. The four jitter ops run in an order drawn per image: the blends that precede the
+     hue step run first (a factor of 1 is an exact identity for the others), then hue, then the
+     rest, so hue is computed once instead of once per position.
+   - blur as two 1-D convolutions (rows, then columns) with each image's own sigma,
+     reflect-padded, written as banded matrices so that they too are two batched matmuls;
+     solarise at 0.5.
 
-On CUDA with TF32 matmuls allowed (the engine's `float32_matmul_precision("high")`) the crop and
-the blur round their inputs to TF32, about 1e-3 of the pixel range, a quarter of a uint8 level.
+On CUDA with TF32 matmuls allowed (the engine's `float32_matmul_precision("high")`) the matmuls
+round their inputs to TF32: errors of about 1e-3 of the pixel range, a quarter of a uint8 level.
 
 `torch.compile(view_batch, fullgraph=True)` (what `MultiViewAugmentation.compile()` does)
 compiles steps 2 and 3 into a few fused kernels.
