@@ -3,8 +3,8 @@
 Both sides train SimCLR on the same ResNet-18 (CIFAR stem), batch, precision and device, in one run:
 
 - sslzoo: `sslzoo.train.engine.train` itself (uint8 images on the device, views made there in
-  batches by `sslzoo.train.augment`, channels_last, bf16 autocast, fused optimiser, optional
-  torch.compile of the model and the augmentation). Its views/s is the engine's own measurement
+  batches by `sslzoo.train.augment`, compiled on CUDA, channels_last, bf16 autocast, fused
+  optimiser, optional torch.compile of the model). Its views/s is the engine's own measurement
   of the second epoch (the first one warms up and compiles).
 - reference: lightly's `SimCLRTransform` in a torchvision `DataLoader` with worker processes
   (PIL per image), lightly's `SimCLRProjectionHead` and `NTXentLoss`, momentum SGD, the same

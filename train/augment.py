@@ -45,6 +45,7 @@ compiles steps 2 and 3 into a few fused kernels.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -56,6 +57,8 @@ from torch import nn
 from sslzoo.errors import ConfigError
 
 from .recipes import AUGMENT_DEFAULTS
+
+logger = logging.getLogger("sslzoo.train")
 
 #: Resampling kernels of the crop, by `interpolation` name (the values of the recipes and the zoo).
 INTERPOLATIONS = ("bilinear", "bicubic")
@@ -251,7 +254,7 @@ class MultiViewAugmentation(nn.Module):
         self.channels_last = channels_last
         self.dtype = dtype
         self.generator = generator
-        self._view_batch: Callable[[torch.Tensor, torch.Tensor], list[torch.Tensor]] = self.view_batch
+        self._compiled: Callable[[torch.Tensor, torch.Tensor], list[torch.Tensor]] | None = None
 
     def draw(self, batch_size: int, device: torch.device) -> torch.Tensor:
         """Every uniform number the views of `batch_size` images need, in one call: (V, B, N)."""
@@ -285,11 +288,23 @@ class MultiViewAugmentation(nn.Module):
             raise ValueError(
                 f"Augmentation expects RGB images (B, 3, H, W), got shape {tuple(images.shape)}."
             )
-        return self._view_batch(images, self.draw(len(images), images.device))
+        uniforms = self.draw(len(images), images.device)
+        if self._compiled is not None:
+            try:
+                return self._compiled(images, uniforms)
+            except Exception as error:  # the compiler failed (no Triton, an old GPU...): same views, eager
+                logger.warning(
+                    "torch.compile failed on the augmentation, making the views eagerly: %s", error
+                )
+                self._compiled = None
+        return self.view_batch(images, uniforms)
 
     def compile(self, **kwargs: Any) -> None:
-        """Compile `view_batch` (all but the random draw, which takes a Generator) in place."""
-        self._view_batch = torch.compile(self.view_batch, **{"fullgraph": True, **kwargs})
+        """Compile `view_batch` (all but the random draw, which takes a Generator) in place.
+
+        If the compiler fails, `forward` says so in the log and makes the same views eagerly.
+        """
+        self._compiled = torch.compile(self.view_batch, **{"fullgraph": True, **kwargs})
 
 
 def build_augmentation(

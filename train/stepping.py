@@ -47,7 +47,7 @@ class Stepper:
             replace(config, channels_last=channels_last), self.num_views, generator=self.view_generator
         )
         self.augment.to(runtime.device)
-        if config.compile:
+        if config.compile or runtime.device.type == "cuda":  # ~60 fused kernels per view instead of ~300 ops
             self.augment.compile()
         groups = method.param_groups(config.weight_decay, exclude_bias_norm=config.exclude_bias_norm_wd)
         self.optimizer = build_optimizer(groups, config, runtime.device)
