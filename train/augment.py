@@ -169,10 +169,9 @@ class ViewAugmentation(nn.Module):
         self.blur_on = settings["blur"] > 0
         # Odd, at most the image (reflect padding needs less than the image on each side); 3 sigma each side.
         self.blur_kernel = min(2 * math.ceil(3 * settings["blur_sigma"][1]) + 1, size - 1 + size % 2)
-        self.register_buffer(
-            "mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False
-        )
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        mean_, std_ = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in (mean, std))
+        self.register_buffer("scale", 1.0 / std_, persistent=False)
+        self.register_buffer("shift", -mean_ / std_, persistent=False)
 
     # --------------------------------------------------------------------------- parameters
     def sample(self, uniforms: torch.Tensor, height: int, width: int) -> ViewParams:
@@ -215,7 +214,7 @@ class ViewAugmentation(nn.Module):
             x = gaussian_blur(x, params.sigma, self.blur_kernel, where=params.blur)
         if s["solarize"] > 0:
             x = solarize(x, where=params.solarize)
-        return (x - self.mean) / self.std
+        return torch.addcmul(self.shift, x, self.scale)  # (x - mean) / std in one pass
 
     def forward(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw, sample and apply in one call (float pixels in [0, 1])."""
@@ -585,13 +584,11 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     r, g, b = x.unbind(dim=1)
     maxc, minc = x.amax(dim=1), x.amin(dim=1)
     delta = maxc - minc
-    red = (maxc == r).to(x.dtype)
-    green = (maxc == g).to(x.dtype).mul_(1.0 - red)
-    blue = 1.0 - red - green
-    # Sector of the largest channel (0, 2 or 4 sixths) plus the signed distance to its neighbours.
-    numerator = (g - b).mul_(red)
-    numerator.addcmul_(torch.add(b - r, delta, alpha=2.0), green)
-    numerator.addcmul_(torch.add(r - g, delta, alpha=4.0), blue)
+    red, green = (maxc == r).to(x.dtype), (maxc == g).to(x.dtype)
+    # Sector of the largest channel (0, 2 or 4 sixths) plus the signed distance to its neighbours;
+    # lerp with a 0/1 weight picks one end exactly: red if red is the largest, else green, else blue.
+    numerator = torch.lerp(torch.add(r - g, delta, alpha=4.0), torch.add(b - r, delta, alpha=2.0), green)
+    numerator = torch.lerp(numerator, g - b, red)
     # Where max == min the numerator is 0 too; any error from the floor is scaled by delta below.
     sixths = numerator.div_(delta.clamp(min=1e-12)).add_(6.0 * shift.view(-1, 1, 1))
     sixths = sixths.sub_(torch.floor(sixths / 6.0).mul_(6.0))  # in [0, 6)
