@@ -448,7 +448,7 @@ def test_refuses_float_input_and_bad_settings():
     for bad, key in (
         ({"hflip": 1.5}, "hflip"),
         ({"crop_scale": [0.5, 0.1]}, "crop_scale"),
-        ({"crop_scale": [0.5, 1.5]}, "crop_scale"),
+        ({"crop_ratio": [0.0, 1.0]}, "crop_ratio"),
         ({"blur_sigma": [0.0, 2.0]}, "blur_sigma"),
         ({"jitter": [0.4, 0.4, 0.4, 0.7]}, "jitter"),
     ):

@@ -67,8 +67,6 @@ INTERPOLATIONS = ("bilinear", "bicubic")
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 #: torchvision's RandomResizedCrop tries this many (area, ratio) draws before its centre-crop fallback.
 CROP_TRIES = 10
-#: Threshold of solarisation on [0, 1] pixels (128 of 255 and above are inverted).
-SOLARIZE_THRESHOLD = 0.5
 
 # Column layout of one image's uniforms (one row of `MultiViewAugmentation.draw` per image and view).
 _AREA = slice(0, CROP_TRIES)
@@ -128,8 +126,6 @@ def check_settings(settings: dict[str, Any]) -> None:
         value = settings[key]
         if len(value) != 2 or not low < value[0] <= value[1]:
             fail(key, f"write [min, max] with {low} < min <= max")
-    if settings["crop_scale"][1] > 1.0:
-        fail("crop_scale", "the crop cannot be larger than the image (max <= 1)")
     jitter = settings["jitter"]
     if len(jitter) != 4 or min(jitter) < 0:
         fail("jitter", "write four non-negative strengths [brightness, contrast, saturation, hue]")
