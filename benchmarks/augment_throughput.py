@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from sslzoo.train import engine
 from sslzoo.train.augment import ViewAugmentation, build_augmentation, view_generator
 from sslzoo.train.optim import build_optimizer
 from sslzoo.train.recipes import TrainConfig, resolve_config
+from sslzoo.train.runtime import resolve_device, resolve_precision
 from torch import nn
 
 from sslzoo.encoder import Encoder
@@ -268,7 +268,7 @@ def step_share(args: argparse.Namespace, device: torch.device) -> dict[str, floa
     if "compiled" in args.modes:
         augmentation.compile()
     images = torch.randint(0, 256, (args.step_batch_size, 3, 32, 32), dtype=torch.uint8, device=device)
-    dtype = torch.bfloat16 if engine.resolve_precision("auto", device) == "bf16" else None
+    dtype = torch.bfloat16 if resolve_precision("auto", device) == "bf16" else None
 
     def step() -> None:
         views = augmentation(images)
@@ -354,7 +354,7 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
-    device = engine.resolve_device(args.device)
+    device = resolve_device(args.device)
     cuda = device.type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True
