@@ -57,7 +57,7 @@ from torch import nn
 
 from sslzoo.errors import ConfigError
 
-from .recipes import AUGMENT_DEFAULTS
+from .recipes import AUGMENT_DEFAULTS, AUGMENT_LIMITS
 
 logger = logging.getLogger("sslzoo.train")
 
@@ -105,8 +105,8 @@ def view_generator(device: str | torch.device, *keys: int) -> torch.Generator:
     return torch.Generator(device).manual_seed(seed)
 
 
-def check_settings(settings: dict[str, Any]) -> None:
-    """Refuse view settings torchvision's transforms would refuse, saying which key to fix."""
+def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The view settings checked against the recipes' `AUGMENT_LIMITS` (the key to fix named), normalised."""
     missing = sorted(set(AUGMENT_DEFAULTS) - set(settings))
     unknown = sorted(set(settings) - set(AUGMENT_DEFAULTS))
     if missing or unknown:
@@ -115,22 +115,7 @@ def check_settings(settings: dict[str, Any]) -> None:
             f"missing {missing}, unknown {unknown}. Start from {{**AUGMENT_DEFAULTS, ...}} and switch "
             f"ops off with probability 0."
         )
-
-    def fail(key: str, why: str) -> None:
-        raise ConfigError(f"augment.{key}={settings[key]!r}: {why}.")
-
-    for key in ("hflip", "jitter_p", "grayscale", "blur", "solarize"):
-        if not 0.0 <= settings[key] <= 1.0:
-            fail(key, "a probability must lie in [0, 1]")
-    for key, low in (("crop_scale", 0.0), ("crop_ratio", 0.0), ("blur_sigma", 0.0)):
-        value = settings[key]
-        if len(value) != 2 or not low < value[0] <= value[1]:
-            fail(key, f"write [min, max] with {low} < min <= max")
-    jitter = settings["jitter"]
-    if len(jitter) != 4 or min(jitter) < 0:
-        fail("jitter", "write four non-negative strengths [brightness, contrast, saturation, hue]")
-    if jitter[HUE] > 0.5:
-        fail("jitter", "the hue strength must be at most 0.5")
+    return {key: AUGMENT_LIMITS[key].check(f"augment.{key}", value) for key, value in settings.items()}
 
 
 class ViewAugmentation(nn.Module):
@@ -150,7 +135,7 @@ class ViewAugmentation(nn.Module):
         interpolation: str = "bilinear",
     ):
         super().__init__()
-        check_settings(settings)
+        settings = check_settings(settings)
         if interpolation not in INTERPOLATIONS:
             raise ConfigError(
                 f"interpolation={interpolation!r}: the augmentation resamples with one of "
