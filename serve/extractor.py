@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from sslzoo.encoder import Encoder
 from sslzoo.errors import ConfigError
 from sslzoo.loading import load, sslzoo_home
 from sslzoo.preprocessing import ImageLike, as_batch
+from sslzoo.progress import progress_bar
 
 BACKENDS = ("torch", "onnx")
 
@@ -113,7 +113,7 @@ class FeatureExtractor:
         items = _as_list(images)
         chunks = []
         starts = range(0, len(items), self.batch_size)
-        for start in tqdm(starts, desc=description, unit="batch", disable=not progress or len(starts) < 2):
+        for start in progress_bar(starts, desc=description, unit="batch", disable=not progress or len(starts) < 2):
             batch = self.encoder.preprocess(items[start : start + self.batch_size])
             chunks.append(self.embed_tensor(batch))
         return np.concatenate(chunks) if chunks else np.zeros((0, self.num_features), np.float32)

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .preprocessing import eval_transform
+from .progress import progress_bar
 
 #: (k, temperature) pairs: the standard protocol first, then solo-learn's default.
 KNN_PROTOCOLS: tuple[tuple[int, float], ...] = ((200, 0.1), (20, 0.07))
@@ -94,8 +94,8 @@ def extract_features(
             pass
     features, all_labels = [], []
     try:
-        for chunk, chunk_labels in tqdm(
-            batches, total=total, desc=progress, disable=progress is None, leave=False
+        for chunk, chunk_labels in progress_bar(
+            batches, total=total, desc=progress, unit="batch", disable=progress is None, leave=False
         ):
             x = batch_preprocess(encoder, chunk.to(device, non_blocking=True))
             if device.type == "cuda":
@@ -216,7 +216,7 @@ def linear_probe(
     steps_per_epoch = max(1, math.ceil(len(x_train) / batch_size))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
     with torch.enable_grad():
-        for _ in tqdm(range(epochs), desc="linear probe", disable=not progress, leave=False):
+        for _ in progress_bar(range(epochs), desc="linear probe", unit="epoch", disable=not progress, leave=False):
             order = torch.randperm(len(x_train), generator=generator).to(device)
             for batch in order.split(batch_size):
                 loss = F.cross_entropy(head(x_train[batch]), y_train[batch])

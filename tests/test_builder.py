@@ -242,6 +242,7 @@ def test_the_command_exits_75_while_there_is_more_to_do_and_its_dry_run_says_wha
     )
     assert result.exit_code == 75, result.output
     assert f"Stopped by the time budget in {NAMES[1]}" in result.output
+    assert f"{NAMES[1]}: 0/4 step (0%)" in result.stderr and "\r" not in result.stderr  # progress, piped
     assert torch.load(runs / NAMES[1] / "checkpoint.pt", weights_only=True)["step"] == 1
     dry = CliRunner().invoke(train_main, ["--plan", str(plan), "--out", str(runs), "--dry-run"])
     assert dry.exit_code == 0, dry.output

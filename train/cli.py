@@ -441,7 +441,13 @@ def _command_line(ctx: click.Context) -> str:
     show_default=True,
     help="Score a fixed random subset of this many test images (0 = all).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object on stdout instead of a table. Progress still goes to stderr: a bar on a "
+    "terminal, a line every 30 s (SSLZOO_PROGRESS_SECONDS) when stderr is a pipe or a file.",
+)
 def eval_main(
     model: str,
     dataset: str,
@@ -489,7 +495,7 @@ def eval_main(
                 linear_lr=linear_lr,
                 train_size=train_size,
                 test_size=test_size,
-                progress=not as_json,
+                progress=True,  # stderr: a bar on a terminal, log lines in a pipe; stdout stays JSON
             ),
         }
     except SslzooError as error:

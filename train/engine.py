@@ -32,12 +32,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 import sslzoo
 from sslzoo.encoder import Encoder
 from sslzoo.errors import ConfigError
 from sslzoo.evaluation import KNN_PROTOCOLS
+from sslzoo.progress import progress_bar
 
 from .checkpoint import rng_state, set_rng_state
 from .datasets import ImageTensors
@@ -460,12 +461,15 @@ class Trainer:
             self.folder.append_metrics(record)
 
     def _progress_bar(self) -> tqdm:
-        quiet = (
-            {"disable": True} if not self.progress or not self.runtime.is_main else {}
-        )  # else TQDM_DISABLE
+        """A bar on a terminal, a log line every half minute elsewhere (`sslzoo.progress`)."""
         name = self.progress if isinstance(self.progress, str) else "train"
-        return tqdm(
-            total=self.end_step, initial=self.step, unit="step", dynamic_ncols=True, desc=name, **quiet
+        return progress_bar(
+            total=self.end_step,
+            initial=self.step,
+            unit="step",
+            dynamic_ncols=True,
+            desc=name,
+            disable=not self.progress or not self.runtime.is_main,
         )
 
     def _postfix(self, epoch: int) -> dict[str, Any]:
