@@ -28,6 +28,11 @@ DEFAULT_GALLERY_NAME = "cifar10-test-1000"
 DEFAULT_GALLERY_SPEC = "default"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
+#: The files of a saved `GalleryIndex` (see `sslzoo.serve.index`).
+INDEX_FILE = "index.faiss"
+METADATA_FILE = "metadata.json"
+#: `Gallery.extra` key of the folder holding the saved index a gallery was read from.
+SAVED_INDEX_KEY = "index_dir"
 _PIXELS_FILE = "cifar10_gallery.safetensors"
 _META_FILE = "cifar10_gallery.json"
 
@@ -201,6 +206,44 @@ class Gallery:
         )
 
 
+def is_index_folder(folder: str | os.PathLike) -> bool:
+    """Whether `folder` holds a saved `GalleryIndex` (`index.faiss` and `metadata.json`)."""
+    folder = Path(folder)
+    return (folder / INDEX_FILE).is_file() and (folder / METADATA_FILE).is_file()
+
+
+def gallery_of_index(folder: str | os.PathLike) -> Gallery:
+    """The gallery a saved index was built from, read from its `metadata.json`; searched in that index.
+
+    Its images are the files the index names (an index of in-memory pixels cannot be opened
+    this way: it has no files to show).
+    """
+    folder = Path(folder).expanduser().resolve()
+    path = folder / METADATA_FILE
+    try:
+        metadata = json.loads(path.read_text())
+        described = metadata["gallery"]
+        paths = metadata["paths"]
+        gallery = Gallery(
+            name=str(described["name"]),
+            class_names=list(metadata["class_names"]),
+            labels=np.asarray(metadata["labels"], dtype=np.int64),
+            ids=list(metadata["ids"]),
+            fingerprint=str(described["fingerprint"]),
+            paths=paths,
+            provenance=str(described.get("provenance") or ""),
+            extra={SAVED_INDEX_KEY: str(folder)},
+        )
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"{path} is not an sslzoo index description ({error}).") from error
+    if any(item is None for item in paths):
+        raise ConfigError(
+            f"The index in {folder} was built from in-memory images, not files, so it has nothing to show; "
+            "index a folder of images instead (sslzoo-embed MODEL FOLDER --out INDEX_FOLDER)."
+        )
+    return gallery
+
+
 def assets_dir() -> Path:
     """The package folder that holds the embedded gallery."""
     return Path(str(resources.files("sslzoo.serve").joinpath("assets")))
@@ -266,9 +309,12 @@ def load_default_gallery() -> Gallery:
 
 
 def resolve_gallery(spec: str | os.PathLike) -> Gallery:
-    """`"default"` for the embedded CIFAR-10 gallery, else a folder with one subfolder per class."""
+    """`"default"` for the embedded CIFAR-10 gallery, a folder holding a saved index (e.g. one
+    `sslzoo-embed` wrote: searched as it is), else a folder with one subfolder per class."""
     if os.fspath(spec) == DEFAULT_GALLERY_SPEC:
         return load_default_gallery()
+    if is_index_folder(spec):
+        return gallery_of_index(spec)
     return Gallery.from_folder(spec)
 
 

@@ -24,11 +24,9 @@ from sslzoo.errors import ConfigError, SslzooError
 from sslzoo.preprocessing import ImageLike
 
 from .extractor import FeatureExtractor
-from .gallery import Gallery
+from .gallery import INDEX_FILE, METADATA_FILE, SAVED_INDEX_KEY, Gallery
 
 INDEX_KINDS = ("flat", "ivf", "hnsw")
-INDEX_FILE = "index.faiss"
-METADATA_FILE = "metadata.json"
 #: 2: gallery files are embedded upright (EXIF) and decoded at the size the encoder needs; indexes
 #: saved before hold features of the old decoding and are rebuilt on first use.
 FORMAT_VERSION = 2
@@ -177,6 +175,12 @@ class GalleryIndex:
     def class_names(self) -> list[str]:
         return self.metadata["class_names"]
 
+    def stored_features(self) -> np.ndarray:
+        """The (N, D) unit vectors the index holds, read back from FAISS (no image is embedded again)."""
+        if self.metadata["kind"] == "ivf":
+            faiss.extract_index_ivf(self.index).make_direct_map()  # IVF lists keep no id -> vector map
+        return self.index.reconstruct_n(0, self.index.ntotal)
+
     def search(self, images: ImageLike | Sequence[ImageLike], k: int = 10) -> list[SearchResult]:
         """The k nearest gallery items of each image, by cosine similarity, best first."""
         if self.extractor is None:
@@ -289,7 +293,15 @@ class GalleryIndex:
         progress: bool = True,
         **options: int,
     ) -> GalleryIndex:
-        """Load the index of (model, gallery, kind) from `cache_dir`, building and saving it on first use."""
+        """Load the index of (model, gallery, kind) from `cache_dir`, building and saving it on first use.
+
+        A gallery opened from a saved index (`Gallery.from_index_folder`, e.g. one `sslzoo-embed`
+        wrote) is searched in that index, whatever `kind` says: nothing is embedded again, and an
+        extractor of another model is refused (`IndexMismatchError`).
+        """
+        saved = gallery.extra.get(SAVED_INDEX_KEY)
+        if saved is not None:
+            return cls.load(saved, extractor=extractor, gallery=gallery)
         settings = "-".join(f"{key}{value}" for key, value in sorted(options.items()))
         key = f"{gallery.fingerprint[:16]}-{extractor.fingerprint[:16]}-{kind}"
         if settings:

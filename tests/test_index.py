@@ -84,6 +84,29 @@ def test_approximate_indexes_find_the_query_itself(kind, options):
     assert index.metadata["kind"] == kind and index.metadata["settings"]
 
 
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_every_index_gives_its_vectors_back_after_a_save(kind, tmp_path):
+    features = unit_rows(100, 16, seed=4)
+    index = GalleryIndex.from_features(features, fake_gallery(100), model={"id": "x", "fingerprint": "f"}, kind=kind)
+    index.save(tmp_path / "idx")
+    np.testing.assert_allclose(GalleryIndex.load(tmp_path / "idx").stored_features(), features, atol=1e-6)
+
+
+def test_a_saved_index_of_files_opens_as_its_gallery_and_one_of_pixels_is_refused(extractor, image_folder, tmp_path):
+    built = GalleryIndex.from_folder(extractor, image_folder)
+    built.save(tmp_path / "files")
+    gallery = resolve_gallery(tmp_path / "files")
+    assert (gallery.ids, gallery.class_names, gallery.fingerprint) == (
+        built.gallery.ids,
+        list(CLASSES),
+        built.gallery.fingerprint,
+    )
+    assert GalleryIndex.cached(extractor, gallery, tmp_path / "cache").metadata == built.metadata
+    GalleryIndex.from_features(unit_rows(4, 512, 0), fake_gallery(4), model={"id": "x"}).save(tmp_path / "pixels")
+    with pytest.raises(ConfigError, match="in-memory images"):
+        resolve_gallery(tmp_path / "pixels")
+
+
 def test_unknown_index_kind_and_options_are_refused():
     with pytest.raises(ConfigError, match="Unknown index kind"):
         GalleryIndex.from_features(unit_rows(4, 8, 0), fake_gallery(4), model={}, kind="lsh")
