@@ -85,9 +85,8 @@ def export_onnx(
     reference = copy.deepcopy(encoder).float().cpu().eval()
     size = reference.input_size
 
-    model = _export(
-        _Fp16Graph(reference) if fp16 else reference, _sample(reference, trace_batch, seed=1), opset
-    )
+    graph: nn.Module = _PooledFeatures(reference) if reference.num_classes else reference
+    model = _export(_Fp16Graph(graph) if fp16 else graph, _sample(reference, trace_batch, seed=1), opset)
     onnx.helper.set_model_props(model, onnx_metadata(reference))
     model.doc_string = (
         f"sslzoo {reference.backbone} encoder ({reference.provenance.get('method', 'untrained')}): "
@@ -139,6 +138,7 @@ def default_providers() -> list[str]:
 def onnx_metadata(encoder: Encoder) -> dict[str, str]:
     """The strings stored in `metadata_props`: the encoder's config plus feature width."""
     config = dict(encoder.config, num_features=encoder.num_features)
+    config.pop("num_classes", None)  # the graph gives features, head or not
     return {key: json.dumps(value) if key in _JSON_KEYS else str(value) for key, value in config.items()}
 
 
@@ -162,10 +162,21 @@ def onnx_config(source: str | os.PathLike | ort.InferenceSession) -> dict[str, A
     return {key: json.loads(value) if key in _JSON_KEYS else value for key, value in props.items()}
 
 
+class _PooledFeatures(nn.Module):
+    """An encoder with a classification head, exported as what the graph promises: its features."""
+
+    def __init__(self, encoder: Encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder.pooled_features(images)
+
+
 class _Fp16Graph(nn.Module):
     """Half-precision weights and activations behind a float32 interface."""
 
-    def __init__(self, encoder: Encoder):
+    def __init__(self, encoder: nn.Module):
         super().__init__()
         self.encoder = copy.deepcopy(encoder).half().eval()
 
@@ -204,7 +215,7 @@ def _export(module: nn.Module, sample: torch.Tensor, opset: int) -> onnx.ModelPr
 def _check_parity(reference: Encoder, path: Path, *, fp16: bool, parity_batch: int) -> dict[str, Any]:
     images = _sample(reference, parity_batch, seed=2)
     with torch.inference_mode():
-        expected = reference(images).numpy()
+        expected = reference.pooled_features(images).numpy()
     session = onnx_session(path, providers=["CPUExecutionProvider"])
     (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})
     if actual.shape != expected.shape:

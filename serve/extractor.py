@@ -127,7 +127,7 @@ class FeatureExtractor:
             features = torch.from_numpy(np.asarray(features, dtype=np.float32))
         else:
             with torch.inference_mode():
-                features = self.encoder(batch.to(self.device)).float().cpu()
+                features = self.encoder.pooled_features(batch.to(self.device)).float().cpu()
         return F.normalize(features, dim=1).numpy()
 
     def describe(self) -> dict[str, Any]:

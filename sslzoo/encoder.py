@@ -23,7 +23,7 @@ from .errors import ConfigError
 from .preprocessing import CIFAR10_MEAN, CIFAR10_STD, ImageLike, as_batch, eval_transform
 
 #: The constructor arguments, which are also the keys of `config.json`.
-CONFIG_FIELDS = ("backbone", "stem", "input_size", "mean", "std", "interpolation", "provenance")
+CONFIG_FIELDS = ("backbone", "stem", "input_size", "mean", "std", "interpolation", "provenance", "num_classes")
 #: Input sides the preprocessing accepts: enough pixels for a ResNet, few enough to fit in memory.
 INPUT_SIZE_RANGE = (8, 4096)
 #: Resize filters torchvision applies to image tensors (PIL-only filters would fail at embed time).
@@ -36,7 +36,8 @@ def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
     Every value is checked before anything is built, so a bad `config.json` is refused when it is
     loaded, not when the first image is embedded: `input_size` a whole number in
     `INPUT_SIZE_RANGE`, `mean` three finite numbers in [0, 1], `std` three finite numbers in
-    (0, 1], `interpolation` one of `INTERPOLATIONS`, `provenance` a JSON object.
+    (0, 1], `interpolation` one of `INTERPOLATIONS`, `provenance` a JSON object, `num_classes`
+    (the fine-tuning head's classes, absent or 0 without one) a whole number >= 0.
     """
     if not isinstance(config, Mapping):
         raise ConfigError(f"the config must be a JSON object of {list(CONFIG_FIELDS)} (got {_show(config)}).")
@@ -75,6 +76,11 @@ def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(
             f"interpolation: must be one of {list(INTERPOLATIONS)} (got {_show(config['interpolation'])})."
         )
+    if "num_classes" in config:
+        value = config["num_classes"]
+        if not _is_number(value) or not float(value).is_integer() or value < 0:
+            raise ConfigError(f"num_classes: must be a whole number >= 0, 0 for no head (got {_show(value)}).")
+        checked["num_classes"] = int(value)
     provenance = config.get("provenance")
     if provenance is not None and not isinstance(provenance, Mapping):
         raise ConfigError(f"provenance: must be a JSON object (got {_show(provenance)}).")
@@ -90,6 +96,11 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+#: The stages `Encoder.feature_maps` can return, and their widths per backbone.
+FEATURE_STAGES = ("layer1", "layer2", "layer3", "layer4")
+STAGE_WIDTHS = {"resnet18": (64, 128, 256, 512), "resnet50": (256, 512, 1024, 2048)}
+
+
 class Encoder(
     nn.Module,
     PyTorchModelHubMixin,
@@ -102,6 +113,11 @@ class Encoder(
 
     Its parameters are named exactly like torchvision's ResNet (no prefix, no `fc`), so
     `model.safetensors` loads into `sslzoo.backbones.torchvision_resnet(backbone, stem)`.
+
+    With `num_classes=N` (`sslzoo.load(name, num_classes=N)`) it carries a linear head, torchvision's
+    `fc`, and `forward` returns (B, N) logits, as timm's `create_model(..., num_classes=N)` does;
+    `config.json` then records `num_classes` and the head's weights are saved with the rest.
+    `embed`, `pooled_features` and `feature_maps` give features with or without a head.
     """
 
     def __init__(
@@ -113,6 +129,7 @@ class Encoder(
         std: Sequence[float] = CIFAR10_STD,
         interpolation: str = "bilinear",
         provenance: dict[str, Any] | None = None,
+        num_classes: int = 0,
     ):
         super().__init__()
         checked = check_config(
@@ -137,12 +154,19 @@ class Encoder(
         net = torchvision_resnet(backbone, stem)
         for name in RESNET_STAGES:  # torchvision's names at the top level: no "backbone." prefix
             self.add_module(name, getattr(net, name))
+        self.num_classes = 0
+        self.fc: nn.Module = nn.Identity()
+        self.reset_classifier(num_classes)
         self._transform = eval_transform(self.input_size, self.mean, self.std, self.interpolation)
 
     @property
     def config(self) -> dict[str, Any]:
-        """The constructor arguments: what `config.json` holds and what rebuilds this encoder."""
-        return {
+        """The constructor arguments: what `config.json` holds and what rebuilds this encoder.
+
+        `num_classes` appears only with a head, so a headless encoder's config stays what every
+        sslzoo version reads.
+        """
+        config = {
             "backbone": self.backbone,
             "stem": self.stem,
             "input_size": self.input_size,
@@ -151,6 +175,27 @@ class Encoder(
             "interpolation": self.interpolation,
             "provenance": self.provenance,
         }
+        if self.num_classes:
+            config["num_classes"] = self.num_classes
+        return config
+
+    @property
+    def feature_info(self) -> list[dict[str, Any]]:
+        """The stages `feature_maps` returns: name, channels and stride relative to the input (as timm's)."""
+        first = 1 if self.stem == "cifar" else 4
+        widths = STAGE_WIDTHS[self.backbone]
+        return [
+            {"module": name, "num_chs": width, "reduction": first * 2**index}
+            for index, (name, width) in enumerate(zip(FEATURE_STAGES, widths))
+        ]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the head with a freshly initialised `nn.Linear(num_features, num_classes)`
+        (PyTorch's default initialisation); `num_classes=0` removes it."""
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ConfigError(f"num_classes must be a whole number >= 0 (got {num_classes!r}).")
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
     def save_pretrained(
         self, save_directory: str | Path, *, max_shard_size: int | str | None = None, **kwargs: Any
@@ -188,12 +233,40 @@ class Encoder(
         return super()._from_pretrained(model_id=model_id, map_location=map_location, strict=strict, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_exits(x)[0]
+        """(B, D) pooled features, or (B, num_classes) logits when the encoder has a head."""
+        return self.forward_head(self.forward_features(x))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's feature map, (B, D, H/r, W/r) before pooling (timm's `forward_features`)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool a `forward_features` map; then the head, unless `pre_logits` (or there is none)."""
+        x = torch.flatten(self.avgpool(x), 1)
+        return x if pre_logits else self.fc(x)
+
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, D) pooled features, with or without a head: what embedding, evaluation and ONNX use."""
+        return self.forward_head(self.forward_features(x), pre_logits=True)
+
+    def feature_maps(
+        self, x: torch.Tensor, stages: Sequence[str] = ("layer1", "layer2", "layer3", "layer4")
+    ) -> dict[str, torch.Tensor]:
+        """The feature map after each of `stages`, for dense tasks (detection, segmentation).
+
+        A CIFAR-stem ResNet-18 on 32 px input gives layer1 (B, 64, 32, 32) ... layer4 (B, 512, 4, 4);
+        `feature_info` lists channels and strides.
+        """
+        unknown = [stage for stage in stages if stage not in FEATURE_STAGES]
+        if unknown:
+            raise ConfigError(f"Unknown stage(s) {unknown}; choose from {list(FEATURE_STAGES)}.")
+        return self.forward_with_exits(x, stages)[1]
 
     def forward_with_exits(
         self, x: torch.Tensor, exits: Sequence[str] = ()
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Pooled features plus the feature maps after the named stages (e.g. "layer2" for SelfCon)."""
+        """Pooled (pre-logits) features plus the feature maps after the named stages (e.g. "layer2" for SelfCon)."""
         maps: dict[str, torch.Tensor] = {}
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for name in ("layer1", "layer2", "layer3", "layer4"):
@@ -217,10 +290,11 @@ class Encoder(
         self.eval()
         device = next(self.parameters()).device
         batch = self.preprocess(images)
-        features = [self(chunk.to(device)) for chunk in batch.split(batch_size)]
+        features = [self.pooled_features(chunk.to(device)) for chunk in batch.split(batch_size)]
         self.train(was_training)
         return F.normalize(torch.cat(features).float(), dim=1)
 
     def extra_repr(self) -> str:
         method = self.provenance.get("method", "untrained")
-        return f"backbone={self.backbone}, stem={self.stem}, input_size={self.input_size}, method={method}"
+        head = f", num_classes={self.num_classes}" if self.num_classes else ""
+        return f"backbone={self.backbone}, stem={self.stem}, input_size={self.input_size}, method={method}{head}"

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .encoder import Encoder
 from .preprocessing import eval_transform
 from .progress import progress_bar
 
@@ -92,6 +93,8 @@ def extract_features(
             total = len(images)  # type: ignore[arg-type]
         except TypeError:
             pass
+    # An Encoder with a classification head still gives its pooled features, not its logits.
+    features_of = encoder.pooled_features if isinstance(encoder, Encoder) else encoder
     features, all_labels = [], []
     try:
         for chunk, chunk_labels in progress_bar(
@@ -103,7 +106,7 @@ def extract_features(
             with torch.autocast(
                 device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
             ):
-                features.append(encoder(x).float())
+                features.append(features_of(x).float())
             if chunk_labels is not None:
                 all_labels.append(chunk_labels.to(device))
     finally:

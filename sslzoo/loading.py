@@ -39,12 +39,26 @@ def bundled_weights_dir(name: str) -> Path:
     return Path(str(resources.files("sslzoo").joinpath("weights", name)))
 
 
-def load(ref: str | os.PathLike, device: str | torch.device = "cpu") -> Encoder:
+def load(
+    ref: str | os.PathLike, device: str | torch.device = "cpu", num_classes: int | None = None
+) -> Encoder:
     """An `Encoder` in eval mode on `device`.
 
     `ref` is a registry name (`"mixco-resnet18-cifar100"`), a local folder holding `config.json`
     and `model.safetensors`, or `"hf-hub:org/repo[@revision]"`.
+
+    `num_classes=N` returns it with a linear head for fine-tuning (`model(x)` is then (B, N)
+    logits; call `model.train()` before training): a fresh head unless the folder already holds
+    an N-class one (a model saved after fine-tuning), which is kept. `num_classes=0` removes a
+    head. Published weights are checked against the registry before the head is attached.
     """
+    encoder = _load(ref, device)
+    if num_classes is not None and num_classes != encoder.num_classes:
+        encoder.reset_classifier(num_classes)
+    return encoder.to(device).eval()
+
+
+def _load(ref: str | os.PathLike, device: str | torch.device) -> Encoder:
     ref_str = os.fspath(ref)
     if ref_str.startswith(hub.HUB_PREFIX):
         repo_id, revision = hub.parse_hub_ref(ref_str)
