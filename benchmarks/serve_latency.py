@@ -1,14 +1,18 @@
-"""Serving speed: encoder throughput (PyTorch eager vs ONNX Runtime), FAISS search time, end-to-end
-query latency through the demo's `/search` API, and throughput under concurrent clients with
-queries answered one at a time or batched.
+"""Serving speed: encoder throughput (PyTorch eager vs ONNX Runtime fp32 and int8), the int8 graph's
+kNN top-1 beside the fp32 graph's, FAISS search time, end-to-end query latency through the demo's
+`/search` API, and throughput under concurrent clients with queries answered one at a time or batched.
 
     python benchmarks/serve_latency.py                      # the bundled default encoder
     python benchmarks/serve_latency.py --model runs/x/model --threads 2 --queries 200
+    python benchmarks/serve_latency.py --int8 exports/int8/model.int8.onnx  # from sslzoo-export --quantize
     python benchmarks/serve_latency.py --concurrency-only   # just the concurrent-clients table
 
-Targets: ONNX Runtime >= 1.5x PyTorch eager on CPU; p50 end-to-end <= 150 ms on a 2-core CPU with
-the default gallery (1,000 CIFAR-10 images); with 50 concurrent clients, batched queries >= 2x the
-queries/s of one-at-a-time. Without a bundled default and no --model, it times a randomly
+Targets: ONNX Runtime >= 1.5x PyTorch eager on CPU; int8 >= 2x eager at batch 1, 16 and 64 with kNN
+top-1 within 0.5 points of fp32 on the embedded gallery; p50 end-to-end <= 150 ms on a 2-core CPU
+with the default gallery (1,000 CIFAR-10 images); with 50 concurrent clients, batched queries >= 2x
+the queries/s of one-at-a-time. Without --int8 the int8 graph is quantized here (calibrated on the
+model's training split under $SSLZOO_HOME/datasets, else, for CIFAR-10, on the embedded gallery,
+which the kNN line then says). Without a bundled default and no --model, it times a randomly
 initialised encoder of the default architecture (same cost, meaningless neighbours) and says so.
 CPU timings move with other load on the machine: compare rows of one run.
 
@@ -38,6 +42,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import click  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from sslzoo.export.quantize import gallery_knn  # noqa: E402
+from sslzoo.export.results import knn_key_label  # noqa: E402
 from sslzoo.serve.app import RetrievalService, build_app, launch, local_models  # noqa: E402
 from sslzoo.serve.extractor import FeatureExtractor  # noqa: E402
 from sslzoo.serve.gallery import assets_dir, load_default_gallery  # noqa: E402
@@ -302,6 +308,14 @@ def concurrency_table(model: str, cache: Path, threads: int, queries: int, k: in
 )
 @click.option("--k", type=click.IntRange(min=1), default=8, show_default=True, help="Neighbours per query.")
 @click.option(
+    "--int8",
+    "int8_graph",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The model.int8.onnx `sslzoo-export --quantize int8` wrote for the same model "
+    "[default: quantize here, calibrated on the model's training distribution].",
+)
+@click.option(
     "--load-queries",
     type=click.IntRange(min=10),
     default=200,
@@ -325,6 +339,7 @@ def main(
     load_queries: int,
     max_query_batch: int,
     concurrency_only: bool,
+    int8_graph: Path | None,
 ) -> None:
     """Print throughput, search and end-to-end latency tables for serving on CPU."""
     torch.set_num_threads(threads)
@@ -350,6 +365,9 @@ def main(
         return
     eager = FeatureExtractor(model, backend="torch", cache_dir=cache, model_id="bench")
     ort = FeatureExtractor(eager.encoder, backend="onnx", cache_dir=cache, threads=threads, model_id="bench")
+    int8 = FeatureExtractor(
+        eager.encoder, backend="onnx-int8", cache_dir=cache, threads=threads, model_id="bench", int8_graph=int8_graph
+    )
     size = eager.encoder.input_size
     print(
         f"# sslzoo serving benchmark\n\nmodel: {model_ref or 'resnet18-cifar'}{note}; input {size} px; "
@@ -358,12 +376,32 @@ def main(
     )
 
     print("## Encoder throughput (images/s, model only, preprocessed input)\n")
-    print("| batch | PyTorch eager | ONNX Runtime | ORT / eager |\n|---:|---:|---:|---:|")
+    print(
+        "| batch | PyTorch eager | ORT fp32 | ORT int8 | fp32 / eager | int8 / eager |\n"
+        "|---:|---:|---:|---:|---:|---:|"
+    )
     for batch_size in (1, 16, 64):
         batch = torch.randn(batch_size, 3, size, size)
         torch_rate = images_per_second(eager, batch, seconds)
         ort_rate = images_per_second(ort, batch, seconds)
-        print(f"| {batch_size} | {torch_rate:.1f} | {ort_rate:.1f} | {ort_rate / torch_rate:.2f}x |")
+        int8_rate = images_per_second(int8, batch, seconds)
+        print(
+            f"| {batch_size} | {torch_rate:.1f} | {ort_rate:.1f} | {int8_rate:.1f} | "
+            f"{ort_rate / torch_rate:.2f}x | {int8_rate / torch_rate:.2f}x |"
+        )
+    calibration = (int8.quantization or {}).get("calibration", {})
+    print(
+        f"\nint8: {int8.onnx_path.name}, calibrated on {calibration.get('images')} images "
+        f"({calibration.get('source')}).\n"
+    )
+    knn = gallery_knn(ort.onnx_path, int8.onnx_path, int8.quantization or {}, threads=threads)
+    same = "; these are the images it was calibrated on" if knn["calibrated_on_these_images"] else ""
+    print(
+        f"## kNN top-1 on the embedded gallery ({knn['images']:,} images, leave-one-out{same})\n\n"
+        "| protocol | ORT fp32 | ORT int8 | int8 - fp32 (points) |\n|---|---:|---:|---:|"
+    )
+    for key, fp32_top1 in knn["fp32"].items():
+        print(f"| {knn_key_label(key)} | {fp32_top1:.2f} | {knn['int8'][key]:.2f} | {knn['int8'][key] - fp32_top1:+.2f} |")
 
     gallery = load_default_gallery()
     started = time.perf_counter()
@@ -397,7 +435,7 @@ def main(
 
     print(f"\n## End-to-end /search latency through the API ({queries} sequential queries, k={k})\n")
     print("| backend | client | p50 ms | p99 ms | mean ms |\n|---|---|---:|---:|---:|")
-    for backend in ("torch", "onnx"):
+    for backend in ("torch", "onnx", "onnx-int8"):
         choices = local_models(extra=model if isinstance(model, str) else eager.encoder, extra_key="bench")
         service = RetrievalService(gallery, choices, backend=backend, cache_dir=cache, threads=threads)
         service.index(service.default_key, progress=False)
@@ -412,7 +450,10 @@ def main(
         f"| - | gradio_client.predict of a do-nothing endpoint (the client's floor) | "
         f"{percentile(floor, 50):.1f} | {percentile(floor, 99):.1f} | {statistics.mean(floor):.1f} |"
     )
-    print("\nTargets: ORT >= 1.5x eager on CPU; p50 <= 150 ms on 2 cores with the default gallery.")
+    print(
+        "\nTargets: ORT >= 1.5x eager on CPU; int8 >= 2x eager at every batch, kNN within 0.5 points of fp32; "
+        "p50 <= 150 ms on 2 cores with the default gallery."
+    )
     concurrency_table(served, cache, threads, load_queries, k, max_query_batch)
     shutil.rmtree(cache, ignore_errors=True)
 

@@ -26,7 +26,16 @@ from sslzoo.weight_files import INDEX_NAME
 
 from .curves import plot_training_curves
 from .onnx import ONNX_NAME
-from .results import TRAINING_KEYS, knn_label, linear_label, model_name, normalise_metrics, plain_number
+from .quantize import INT8_NAME
+from .results import (
+    TRAINING_KEYS,
+    knn_key_label,
+    knn_label,
+    linear_label,
+    model_name,
+    normalise_metrics,
+    plain_number,
+)
 
 LICENSE = "mit"
 RESULTS_NAME = "results.json"
@@ -208,6 +217,7 @@ def build_card(
         f"## Training curves\n\n![Training loss and kNN top-1 per epoch]({curves})\n" if curves else "",
         _what_it_is(facts, dataset),
         _usage(facts, repo_id, files),
+        _int8_section(facts, files),
         _evaluation(facts),
         _limitations(facts, dataset),
         _citation(facts),
@@ -416,7 +426,7 @@ def _usage(facts: Mapping[str, Any], repo_id: str | None, files: Sequence[str]) 
         "batch = ((pixels - mean) / std).transpose(2, 0, 1)[None]  # (1, 3, size, size); any batch works\n"
         f'(features,) = session.run(["features"], {{"images": batch}})  # (1, {width}), not normalised\n```\n'
     )
-    present = [file for file in (WEIGHTS_NAME, INDEX_NAME, ONNX_NAME, RESULTS_NAME) if file in files]
+    present = [file for file in (WEIGHTS_NAME, INDEX_NAME, ONNX_NAME, INT8_NAME, RESULTS_NAME) if file in files]
     if present:
         shards = sum(1 for file in files if file.endswith(".safetensors") and file != WEIGHTS_NAME)
         described = {
@@ -425,10 +435,48 @@ def _usage(facts: Mapping[str, Any], repo_id: str | None, files: Sequence[str]) 
             "weight (torchvision ResNet parameter names, no `fc`); `sslzoo.load` and `transformers` read it",
             ONNX_NAME: "one-file ONNX graph, input `images` (N, 3, H, W) float32 normalised, "
             "output `features` (N, D)",
+            INT8_NAME: "the same graph quantized to int8 for fast CPU serving (below)",
             RESULTS_NAME: "the measured results and the export's parity check, as JSON",
         }
         parts.append("Files: " + "; ".join(f"`{file}`: {described[file]}" for file in present) + ".\n")
     return "\n".join(parts)
+
+
+def _int8_section(facts: Mapping[str, Any], files: Sequence[str]) -> str:
+    """The int8 graph for CPU serving: how it was made and its kNN beside the fp32 graph's."""
+    record = facts.get("int8") or (facts.get("serving") or {}).get("int8")
+    if not record:
+        return ""
+    name = facts["name"]
+    calibration = record.get("calibration") or {}
+    where = (
+        f"`{INT8_NAME}` in this folder"
+        if INT8_NAME in files
+        else f"`sslzoo-export {name} --to onnx --quantize int8` writes `{INT8_NAME}`"
+    )
+    lines = [
+        "## Fast CPU serving (int8)\n",
+        f"{where}: ONNX Runtime static quantization ({record.get('format')}; activations "
+        f"{record.get('activations')}; weights {record.get('weights')}), calibrated on "
+        f"{calibration.get('images')} images of {calibration.get('source')}. "
+        f"`sslzoo-serve --backend onnx-int8` and `sslzoo-embed --backend onnx-int8` run it on the CPU "
+        "(AVX2/AVX-512 integer kernels); `benchmarks/serve_latency.py` times it against fp32 ONNX Runtime "
+        "and eager PyTorch at batch 1, 16 and 64. Its features differ slightly from fp32: build a "
+        "retrieval index with the backend that searches it.\n",
+    ]
+    knn = record.get("gallery_knn")
+    if knn:
+        rows = [
+            f"| {knn_key_label(key)} | {knn['fp32'][key]:.2f} | {knn['int8'][key]:.2f} |"
+            for key in knn["fp32"]
+        ]
+        same = " (the images it was calibrated on)" if knn.get("calibrated_on_these_images") else ""
+        lines.append(
+            f"kNN top-1 (%) on the embedded gallery {knn['gallery']}{same}: {knn['images']:,} CIFAR-10 "
+            "test images, each voted on by all the others (leave-one-out), features from each graph.\n\n"
+            "| protocol | fp32 ONNX | int8 ONNX |\n|---|---|---|\n" + "\n".join(rows) + "\n"
+        )
+    return "\n".join(lines)
 
 
 #: What each linear-probe protocol is, for the card's evaluation section.

@@ -16,6 +16,7 @@ from sslzoo.scratch import exit_on_sigterm
 
 from .cards import write_model_cards
 from .folder import FORMATS, export_folder
+from .quantize import CALIBRATION_SIZE
 from .results import record_run
 from .zoo_table import write_zoo_tables
 
@@ -52,6 +53,34 @@ from .zoo_table import write_zoo_tables
     help="Split the weights into safetensors shards of at most SIZE (e.g. 15MB, 2GB) plus "
     "model.safetensors.index.json, the layout the Hub and transformers use; sslzoo.load reads it. "
     "Default: one model.safetensors.",
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(["int8"]),
+    default=None,
+    help="Also write model.int8.onnx: ONNX Runtime static quantization (QDQ, uint8 activations, int8 "
+    "per-channel weights) for fast CPU serving (sslzoo-serve --backend onnx-int8). Needs --to onnx or all.",
+)
+@click.option(
+    "--calibration",
+    metavar="INPUT",
+    default=None,
+    help="With --quantize: images to calibrate on (a folder, a quoted glob or a file list) "
+    "[default: the model's training split in --data-dir; for a CIFAR-10 model without it, the embedded "
+    "gallery's CIFAR-10 test images, which results.json then says].",
+)
+@click.option(
+    "--calibration-size",
+    type=click.IntRange(min=2),
+    default=CALIBRATION_SIZE,
+    show_default=True,
+    help="With --quantize: calibration images drawn (seeded) from the source.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="With --quantize: the folder holding the model's dataset [default: $SSLZOO_HOME/datasets].",
 )
 @click.option(
     "--overwrite",
@@ -92,6 +121,10 @@ def main(
     out: Path,
     fp16: bool,
     max_shard_size: str | None,
+    quantize: str | None,
+    calibration: str | None,
+    calibration_size: int,
+    data_dir: Path | None,
     overwrite: bool,
     metrics_log: Path | None,
     push: str | None,
@@ -111,11 +144,14 @@ def main(
     \b
     Examples:
       sslzoo-export simclr-resnet18-cifar10 --to all --out exports/simclr-resnet18-cifar10
+      sslzoo-export simclr-resnet18-cifar10 --to onnx --quantize int8 --data-dir data --out exports/int8
       sslzoo-export runs/simclr/model --out exports/simclr --push me/simclr-cifar10 --dry-run
     """
     try:
         if push is None and (private or revision or dry_run):
             raise SslzooError("--private, --revision and --dry-run only apply with --push ORG/REPO.")
+        if quantize is None and (calibration or data_dir):
+            raise SslzooError("--calibration and --data-dir only apply with --quantize int8.")
         if push is not None:
             hub.check_repo_id(push)  # fail before any work
         token = hub.resolve_token() if push and not dry_run else None
@@ -129,6 +165,10 @@ def main(
                 repo_id=push,
                 metrics_log=metrics_log,
                 max_shard_size=_shard_size(max_shard_size),
+                quantize=quantize,
+                calibration=calibration,
+                data_dir=data_dir,
+                calibration_size=calibration_size,
             )
         click.echo(f"Exported {result.name} to {result.folder}")
         for name, size in result.files.items():
@@ -140,6 +180,9 @@ def main(
                 f"{report['parity_batch']} (traced at {report['trace_batch']}, "
                 f"{', '.join(report['providers'])})"
             )
+        int8 = result.results.get("int8")
+        if int8:
+            click.echo(_describe_int8(int8))
         if push:
             try:
                 upload = hub.upload_folder(
@@ -325,6 +368,20 @@ def _shard_size(text: str | None) -> int | str | None:
     if re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]B", text, flags=re.IGNORECASE) and float(text[:-2]) > 0:
         return text
     raise SslzooError(f"--max-shard-size {text!r}: write a size such as 15MB, 500KB or 2GB.")
+
+
+def _describe_int8(record: dict) -> str:
+    agreement = record.get("cosine_to_fp32") or {}
+    line = (
+        f"int8: calibrated on {record['calibration']['images']} images ({record['calibration']['source']}); "
+        f"cosine to fp32 mean {agreement.get('mean', float('nan')):.4f}, min {agreement.get('min', float('nan')):.4f}"
+    )
+    knn = record.get("gallery_knn")
+    if knn:
+        pairs = ", ".join(f"{key} {knn['fp32'][key]:.2f} -> {knn['int8'][key]:.2f}" for key in knn["fp32"])
+        same = " (calibrated on these images)" if knn["calibrated_on_these_images"] else ""
+        line += f"\nint8 kNN top-1 on {knn['gallery']} (leave-one-out, fp32 -> int8){same}: {pairs}"
+    return line
 
 
 def _describe_upload(upload: dict) -> str:

@@ -28,11 +28,13 @@ from sslzoo.encoder import Encoder
 from sslzoo.errors import ConfigError, CorruptWeightsError, SslzooError
 from sslzoo.hub import CONFIG_NAME, HUB_PREFIX, WEIGHTS_NAME, parse_hub_ref
 from sslzoo.loading import sha256_of
+from sslzoo.progress import progress_bar
 from sslzoo.weight_files import weight_paths, weights_sha256
 
 from .cards import RESULTS_NAME, build_card, model_facts
 from .curves import plot_training_curves
 from .onnx import ONNX_NAME, export_onnx
+from .quantize import CALIBRATION_SIZE, INT8_NAME, calibration_images, gallery_knn, quantize_int8
 from .results import model_name
 
 FORMATS = ("safetensors", "onnx", "all")
@@ -68,6 +70,11 @@ def export_folder(
     repo_id: str | None = None,
     metrics_log: str | os.PathLike | None = None,
     max_shard_size: int | str | None = None,
+    quantize: str | None = None,
+    calibration: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    calibration_size: int = CALIBRATION_SIZE,
+    progress: bool = True,
 ) -> ExportResult:
     """Export `model` (registry name, folder, `hf-hub:` id or an `Encoder`) into the folder `out`.
 
@@ -79,12 +86,23 @@ def export_folder(
     writes the weights as safetensors shards of at most that size with their index
     (`model.safetensors.index.json`), the layout the Hub and `transformers` use.
 
+    `quantize="int8"` adds `model.int8.onnx`, ONNX Runtime's static int8 quantization of the fp32
+    graph (`sslzoo.export.quantize`) for fast CPU serving, calibrated on `calibration_size`
+    images: `calibration` (a folder, glob or file list), else the training split of the model's
+    dataset in `data_dir`, else (CIFAR-10 models) the embedded gallery. results.json records its
+    calibration, its agreement with fp32 and, for CIFAR-10 models, both graphs' kNN on the
+    embedded gallery. `progress` shows the stages (a bar, or log lines when stderr is no terminal).
+
     Refuses (`OutputFolderError`) an `out` that holds anything but an export of the same weights,
     unless `overwrite`. Verifies that the weights load back bit-exactly and that the ONNX graph
     matches PyTorch before anything reaches `out`.
     """
     if to not in FORMATS:
         raise ConfigError(f"Unknown format {to!r}; choose one of {list(FORMATS)}.")
+    if quantize not in (None, "int8"):
+        raise ConfigError(f"Unknown quantization {quantize!r}; the one supported is 'int8'.")
+    if quantize and to == "safetensors":
+        raise ConfigError("--quantize int8 quantizes the ONNX graph: use it with --to onnx or --to all.")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputFolderError(f"{out} is a file; choose a folder for --out.")
@@ -99,6 +117,7 @@ def export_folder(
     remove_abandoned_staging(out)
     staging = out.parent / scratch.owned_name(f".{out.name}.partial-")
     staging.mkdir()
+    bar = None
     try:
         stored = copy.deepcopy(encoder).cpu().eval()
         if fp16:
@@ -106,8 +125,20 @@ def export_folder(
         stored.save_pretrained(staging, max_shard_size=max_shard_size)
         weights_sha = weights_sha256(staging)
         _check_output(out, weights_sha, overwrite)
+        # The bar starts once the output is known to be acceptable: a refused --out is one line of error.
+        stages = 2 + (to in ("onnx", "all")) + bool(quantize)  # round trip, [onnx], [int8], card
+        bar = progress_bar(total=stages, desc=f"exporting {out.name}", unit="stage", disable=not progress)
+        bar.set_postfix_str("checking the weights load back")
         _verify_round_trip(staging, stored)
-        onnx_report = export_onnx(encoder, staging / ONNX_NAME, fp16=fp16) if to in ("onnx", "all") else None
+        onnx_report = None
+        if to in ("onnx", "all"):
+            _next_stage(bar, "ONNX export and parity check")
+            onnx_report = export_onnx(encoder, staging / ONNX_NAME, fp16=fp16)
+        int8_report = None
+        if quantize:
+            _next_stage(bar, "int8 calibration and quantization")
+            int8_report = _quantize(encoder, staging, calibration, data_dir, calibration_size)
+        _next_stage(bar, "results.json and the model card")
         weights = [path.name for path in weight_paths(staging)]  # model.safetensors, or index + shards
         if to == "onnx":
             for name in weights:
@@ -125,7 +156,9 @@ def export_folder(
             else None
         )
         weight_files = [
-            name for name in (CONFIG_NAME, *weights, ONNX_NAME, CURVES_NAME) if (staging / name).is_file()
+            name
+            for name in (CONFIG_NAME, *weights, ONNX_NAME, INT8_NAME, CURVES_NAME)
+            if (staging / name).is_file()
         ]
         results = {
             "name": facts["name"],
@@ -143,21 +176,47 @@ def export_folder(
             "onnx": {key: value for key, value in onnx_report.items() if key != "path"}
             if onnx_report
             else None,
+            "int8": int8_report,
             "sslzoo_version": sslzoo.__version__,
         }
         (staging / RESULTS_NAME).write_text(json.dumps(results, indent=2) + "\n")
         card = build_card(
-            facts,
+            dict(facts, int8=int8_report),
             repo_id=repo_id or (info.hub_repo if by_name else None),
             files=[*weight_files, RESULTS_NAME],
             curves=CURVES_NAME if curves else None,
         )
         card.save(staging / CARD_NAME)
+        _next_stage(bar, "done")
         _move_into_place(staging, out)
     finally:
+        if bar is not None:
+            bar.close()
         shutil.rmtree(staging, ignore_errors=True)
     files = {path.name: path.stat().st_size for path in sorted(out.iterdir()) if path.is_file()}
     return ExportResult(folder=out, name=facts["name"], files=files, results=results)
+
+
+def _next_stage(bar: Any, what: str) -> None:
+    bar.update(1)
+    bar.set_postfix_str(what)
+
+
+def _quantize(
+    encoder: Encoder,
+    staging: Path,
+    calibration: str | os.PathLike | None,
+    data_dir: str | os.PathLike | None,
+    calibration_size: int,
+) -> dict[str, Any]:
+    """`model.int8.onnx` beside `model.onnx`, and its record (with the gallery kNN of both, for CIFAR-10)."""
+    calibration_set, holdout, source = calibration_images(
+        encoder, images=calibration, data_dir=data_dir, count=calibration_size
+    )
+    record = quantize_int8(encoder, staging / ONNX_NAME, staging / INT8_NAME, calibration_set, holdout, source)
+    if encoder.provenance.get("dataset") == "cifar10" and encoder.num_classes == 0:
+        record["gallery_knn"] = gallery_knn(staging / ONNX_NAME, staging / INT8_NAME, record)
+    return record
 
 
 def _resolve(model: str | os.PathLike | Encoder) -> tuple[Encoder, registry.ModelInfo | None, bool]:

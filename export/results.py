@@ -139,6 +139,12 @@ def linear_result(metrics: Mapping[str, Any], protocol: str) -> dict[str, Any] |
     return next((entry for entry in entries if entry.get("protocol") == protocol), None)
 
 
+def knn_key_label(key: str) -> str:
+    """`knn_label` of a result keyed as `sslzoo.evaluation.knn_key` writes it ("k200_t0.1")."""
+    k, t = key.split("_")
+    return knn_label({"k": int(k[1:]), "t": float(t[1:])})
+
+
 def linear_label(entry: Mapping[str, Any]) -> str:
     """The metric's name with its protocol, as cards and tables print it."""
     if entry.get("protocol") not in LINEAR_PROTOCOLS:
@@ -161,6 +167,7 @@ def record_results(
     weights_file: str | os.PathLike | None = None,
     registry_file: str | os.PathLike | None = None,
     percent: bool | None = None,
+    serving: Mapping[str, Any] | None = None,
 ) -> registry.ModelInfo:
     """Write measured results into `name`'s registry entry and return the updated entry.
 
@@ -171,6 +178,8 @@ def record_results(
     the exact file users will download or that ships in the package, or the model folder that holds
     it (one `model.safetensors` or shards): its sha256 goes into the entry (for shards, their
     combined sha256 and each one's in `shards`) and `sslzoo.load` checks it on every load.
+    `serving` merges load-independent facts of serving variants (the int8 graph's calibration and
+    gallery kNN) that the card states.
     """
     path = Path(registry_file) if registry_file is not None else registry.registry_path()
     data = json.loads(path.read_text())
@@ -186,6 +195,8 @@ def record_results(
         )
     if training:
         entry["training"] = {**(entry.get("training") or {}), **dict(training)}
+    if serving:  # e.g. {"int8": results.json's "int8" of an `sslzoo-export --quantize int8` folder}
+        entry["serving"] = {**(entry.get("serving") or {}), **dict(serving)}
     if weights is not None:
         if weights not in registry.WEIGHTS_STATES:
             raise ConfigError(f"weights must be one of {list(registry.WEIGHTS_STATES)}, not {weights!r}.")

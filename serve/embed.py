@@ -350,7 +350,7 @@ class _Writer:
             "sizes": [stats[image.path][0] for image in rows],  # type: ignore[index]
             "mtimes_ns": [stats[image.path][1] for image in rows],  # type: ignore[index]
         }
-        model = dict(self.extractor.describe(), backend=self.extractor.backend)
+        model = self.extractor.describe()
         self.out.parent.mkdir(parents=True, exist_ok=True)
         if self.format == "faiss":
             self._write_index(matrix, files, class_names, model)

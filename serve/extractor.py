@@ -24,8 +24,9 @@ from sslzoo.errors import ConfigError
 from sslzoo.loading import load, sslzoo_home
 from sslzoo.preprocessing import ImageLike, as_batch
 from sslzoo.progress import progress_bar
+from sslzoo.weight_files import sha256_of
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "onnx-int8")
 
 #: Config keys that change what an encoder computes (provenance does not).
 _FEATURE_CONFIG_KEYS = ("backbone", "stem", "input_size", "mean", "std", "interpolation")
@@ -60,6 +61,14 @@ class FeatureExtractor:
     `hf-hub:org/repo`). `backend="onnx"` exports the encoder once (cached under `cache_dir/onnx/`)
     and runs it with ONNX Runtime on CPU, or CUDA when `device` is a GPU; `threads` caps ONNX
     Runtime's intra-op threads (PyTorch follows `torch.set_num_threads`).
+
+    `backend="onnx-int8"` runs a statically quantized graph on the CPU, several times faster than
+    fp32 there (`sslzoo.export.quantize`, `benchmarks/serve_latency.py`): the `model.int8.onnx` an
+    `sslzoo-export --quantize int8` folder holds, else one quantized on first use (cached),
+    calibrated on `calibration` images or, by default, on the model's training distribution
+    (`calibration_images`); `int8_graph` names such a file directly (it must come from this
+    encoder). Its features differ slightly from fp32, so its `fingerprint` does
+    too: an index is searched only with the backend that built it.
     """
 
     def __init__(
@@ -71,12 +80,16 @@ class FeatureExtractor:
         cache_dir: str | os.PathLike | None = None,
         model_id: str | None = None,
         threads: int | None = None,
+        calibration: Sequence[ImageLike] | str | os.PathLike | None = None,
+        int8_graph: str | os.PathLike | None = None,
     ):
         if backend not in BACKENDS:
             raise ConfigError(f"Unknown backend {backend!r}; choose one of {list(BACKENDS)}.")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1 (got {batch_size}).")
         self.device = torch.device(device)
+        if backend == "onnx-int8" and self.device.type != "cpu":
+            raise ConfigError("The onnx-int8 backend runs on the CPU; use --backend onnx on a GPU.")
         if isinstance(model, Encoder):
             self.encoder = model.to(self.device).eval()
             self.model_id = model_id or str(model.provenance.get("name") or "encoder")
@@ -89,11 +102,24 @@ class FeatureExtractor:
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         self.fingerprint = model_fingerprint(self.encoder)
         self.onnx_path: Path | None = None
+        self.quantization: dict[str, Any] | None = None
         self._session: Any = None
         if backend == "onnx":
             self.onnx_path = self._cached_onnx()
             self._session = self._open_session(self.onnx_path)
             self._input_name = self._session.get_inputs()[0].name
+        elif backend == "onnx-int8":
+            self.onnx_path = self._int8_graph(model, calibration, int8_graph)
+            from sslzoo.export.onnx import onnx_session
+
+            try:
+                self._session = onnx_session(self.onnx_path, providers=["CPUExecutionProvider"], threads=threads)
+            except Exception as error:
+                raise ConfigError(f"ONNX Runtime cannot open {self.onnx_path}: {error}") from error
+            self._input_name = self._session.get_inputs()[0].name
+            digest = hashlib.sha256(f"{self.fingerprint}:onnx-int8:".encode())
+            digest.update(sha256_of(self.onnx_path).encode())
+            self.fingerprint = digest.hexdigest()
 
     @property
     def num_features(self) -> int:
@@ -120,7 +146,7 @@ class FeatureExtractor:
 
     def embed_tensor(self, batch: torch.Tensor) -> np.ndarray:
         """Features of an already preprocessed (B, 3, S, S) float batch."""
-        if self.backend == "onnx":
+        if self._session is not None:
             features = self._session.run(
                 None, {self._input_name: batch.numpy().astype(np.float32, copy=False)}
             )[0]
@@ -137,6 +163,7 @@ class FeatureExtractor:
             "fingerprint": self.fingerprint,
             "feature_dim": self.num_features,
             "config": {key: self.encoder.config[key] for key in _FEATURE_CONFIG_KEYS},
+            "backend": self.backend,
         }
 
     def _cached_onnx(self) -> Path:
@@ -145,6 +172,47 @@ class FeatureExtractor:
         path = self.cache_dir / "onnx" / f"{self.fingerprint[:24]}.onnx"
         if not path.is_file():  # export_onnx writes atomically: a crash never leaves half a file here
             export_onnx(self.encoder, path)
+        return path
+
+    def _int8_graph(
+        self,
+        model: Encoder | str | os.PathLike,
+        calibration: Sequence[ImageLike] | str | os.PathLike | None,
+        given: str | os.PathLike | None,
+    ) -> Path:
+        """`given`, else the int8 graph an export folder ships for this very encoder, else one
+        quantized here once (cached)."""
+        from sslzoo.export.quantize import INT8_NAME, calibration_images, int8_record, quantize_int8
+
+        base = model_fingerprint(self.encoder)
+        if given is not None:
+            given = Path(given).expanduser()
+            try:
+                record, fingerprint = int8_record(given)
+            except Exception as error:
+                raise ConfigError(f"{given}: not an int8 graph sslzoo-export wrote ({error}).") from error
+            if fingerprint != base:
+                raise ConfigError(f"{given} was quantized from another model than {self.model_id}.")
+            self.quantization = record
+            return given
+        if not isinstance(model, Encoder) and calibration is None:
+            shipped = Path(os.fspath(model)).expanduser() / INT8_NAME
+            if shipped.is_file():
+                record, fingerprint = int8_record(shipped)
+                if fingerprint == base:
+                    self.quantization = record
+                    return shipped
+        calibration_set, holdout, source = calibration_images(self.encoder, images=calibration)
+        digest = hashlib.sha256(json.dumps(source, sort_keys=True).encode())
+        digest.update(np.ascontiguousarray(calibration_set).tobytes())
+        path = self.cache_dir / "onnx" / f"{base[:24]}.int8-{digest.hexdigest()[:12]}.onnx"
+        if path.is_file():
+            try:
+                self.quantization = int8_record(path)[0]
+                return path
+            except Exception:  # a damaged cache entry: quantize again below
+                path.unlink(missing_ok=True)
+        self.quantization = quantize_int8(self.encoder, self._cached_onnx(), path, calibration_set, holdout, source)
         return path
 
     def _open_session(self, path: Path) -> Any:

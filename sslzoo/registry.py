@@ -48,6 +48,8 @@ class ModelInfo:
     shards: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    #: Load-independent facts of serving variants, e.g. {"int8": the export's quantization record}.
+    serving: dict[str, Any] = field(default_factory=dict)
 
     @property
     def trained(self) -> bool:

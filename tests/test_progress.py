@@ -95,3 +95,19 @@ def test_eval_draws_a_bar_when_stderr_is_a_terminal(tiny_run, monkeypatch):
     assert result.exit_code == 0
     assert "features (train):" in result.stderr and "|" in result.stderr and "\r" in result.stderr
     json.loads(result.stdout)
+
+
+def test_export_logs_its_stages_in_a_pipe_and_draws_a_bar_on_a_terminal(tmp_path, monkeypatch):
+    from sslzoo.export.cli import main as export_main
+
+    import sslzoo
+
+    sslzoo.Encoder(input_size=16, provenance={"name": "tiny"}).save_pretrained(tmp_path / "model")
+    args = [str(tmp_path / "model"), "--to", "safetensors", "--out"]
+    piped = CliRunner().invoke(export_main, [*args, str(tmp_path / "a")], catch_exceptions=False)
+    assert piped.exit_code == 0, piped.output
+    assert "exporting a: 0/2 stage" in piped.stderr and "exporting a: 2/2 stage (100%)" in piped.stderr
+    assert "\r" not in piped.stderr and "Exported" in piped.stdout
+    monkeypatch.setattr(progress, "_interactive", lambda stream: True)
+    terminal = CliRunner().invoke(export_main, [*args, str(tmp_path / "b")], catch_exceptions=False)
+    assert terminal.exit_code == 0 and "exporting b:" in terminal.stderr and "\r" in terminal.stderr
