@@ -448,6 +448,13 @@ def _command_line(ctx: click.Context) -> str:
     help="Print one JSON object on stdout instead of a table. Progress still goes to stderr: a bar on a "
     "terminal, a line every 30 s (SSLZOO_PROGRESS_SECONDS) when stderr is a pipe or a file.",
 )
+@click.option(
+    "--figure",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a PNG of the kNN (k=200, t=0.1) confusion matrix and accuracy per class; the report "
+    "(and --json) then holds them as per_class.",
+)
 def eval_main(
     model: str,
     dataset: str,
@@ -462,6 +469,7 @@ def eval_main(
     train_size: int,
     test_size: int,
     as_json: bool,
+    figure: Path | None,
 ) -> None:
     """Evaluate a frozen encoder: weighted kNN (k=200, t=0.1 and k=20, t=0.07) and a linear probe.
 
@@ -496,8 +504,15 @@ def eval_main(
                 train_size=train_size,
                 test_size=test_size,
                 progress=True,  # stderr: a bar on a terminal, log lines in a pipe; stdout stays JSON
+                per_class=figure is not None,
             ),
         }
+        if figure is not None:
+            from sslzoo.export.class_figure import plot_per_class
+
+            per_class = report["per_class"]
+            plot_per_class(per_class, figure, names=per_class["class_names"], title=f"{model} on {dataset}")
+            report["figure"] = str(figure)
     except SslzooError as error:
         raise click.ClickException(str(error)) from error
     if as_json:
@@ -513,6 +528,13 @@ def eval_main(
         click.echo(
             f"  linear probe ({protocol}) top-1 {accuracy['top1']:6.2f}%  top-5 {accuracy['top5']:6.2f}%"
         )
+    if figure is not None:
+        worst = min(
+            (acc, name)
+            for acc, name in zip(report["per_class"]["accuracy"], report["per_class"]["class_names"])
+            if acc is not None
+        )
+        click.echo(f"  per class (kNN k=200): worst {worst[1]} {worst[0]:.2f}%; figure: {figure}")
 
 
 def _setup_logging() -> None:

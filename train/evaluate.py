@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from sslzoo.encoder import Encoder
 from sslzoo.errors import ConfigError
-from sslzoo.evaluation import FAST_PROBE, LINEAR_PROTOCOLS, extract_features, knn_evaluate, linear_probe
+from sslzoo.evaluation import FAST_PROBE, LINEAR_PROTOCOLS, extract_features, knn_report, linear_probe
 from sslzoo.reference_probe import ReferenceProbe, reference_linear_probe, reference_probe_for
 
 from .augment import MultiViewAugmentation
@@ -134,6 +134,7 @@ def evaluate_on_dataset(
     test_size: int = 0,
     workers: int = 4,
     progress: bool = True,
+    per_class: bool = False,
 ) -> dict[str, Any]:
     """kNN (both settings) and, unless `linear=False`, the linear probe, as one JSON-ready dict.
 
@@ -141,6 +142,7 @@ def evaluate_on_dataset(
     `linear_protocol` is `fast`, `reference` or `both`; `linear_epochs` / `linear_lr` replace the
     protocol's own (the reference probe's decay epochs move with its length). `report["linear"]`
     maps each protocol to its result: accuracy, protocol name and settings.
+    `per_class` adds the k=200 kNN's accuracy per class and confusion matrix, with the class names.
     """
     started = time.perf_counter()
     protocols = linear_protocols(linear_protocol) if linear else ()
@@ -158,8 +160,12 @@ def evaluate_on_dataset(
         "test_images": len(test_x),
         "num_classes": num_classes,
         "feature_dim": int(train_x.shape[1]),
-        "knn": knn_evaluate(train_x, train_y, test_x, test_y, num_classes),
+        **knn_report(train_x, train_y, test_x, test_y, num_classes, per_class=per_class),
     }
+    if per_class:
+        from sslzoo.export.class_figure import class_names
+
+        report["per_class"]["class_names"] = class_names(dataset, num_classes)
     results: dict[str, Any] = {}
     if "fast" in protocols:
         settings = {**FAST_PROBE}
