@@ -41,6 +41,7 @@ from sslzoo.scratch import scratch_folder
 from .batching import MicroBatcher
 from .extractor import FeatureExtractor
 from .gallery import Gallery
+from .gallery_map import MapView
 from .guards import secure
 from .http_limits import RequestLimits, UploadSpace
 from .index import GalleryIndex, SearchResult
@@ -411,6 +412,7 @@ def build_app(
     max_k = min(MAX_K, len(gallery))
     first = service.index(service.default_key)  # built before the page exists: the first query is fast
     thumbnails = Thumbnails(gallery)
+    map_view = MapView(service)  # the gallery's 2-D map, fitted once per model (sslzoo.serve.gallery_map)
 
     def search(image: str | None, k: float, model: str | None) -> tuple[list, dict, str]:
         """Top-k gallery neighbours of the query image, with class and cosine similarity."""
@@ -515,15 +517,24 @@ def build_app(
                 with gr.Accordion("Embedding", open=False):
                     embed_button = gr.Button("Embed the query image")
                     embedding = gr.JSON(label="Feature vector")
+                with gr.Accordion("Map of the gallery: its embeddings in 2-D (PCA), the query a star", open=True):
+                    gallery_map = map_view.component()
         gr.Markdown(gallery_markdown(gallery))
 
         shared = {"concurrency_id": "retrieval", "concurrency_limit": service.concurrency}
-        run.click(search, [query, k, model], [results, details, timing], api_name="search", **shared)
-        query.change(search_if_image, [query, k, model], [results, details, timing], api_name=False, **shared)
+        # The map is drawn after the answer, in its own queue: the /search API never waits for it.
+        redraw = {"fn": map_view.show, "inputs": [query, k, model], "outputs": gallery_map, "api_name": False}
+        redraw.update(concurrency_id="map", concurrency_limit=1)
+        run.click(search, [query, k, model], [results, details, timing], api_name="search", **shared).then(
+            **redraw
+        )
+        query.change(
+            search_if_image, [query, k, model], [results, details, timing], api_name=False, **shared
+        ).then(**redraw)
         embed_button.click(embed, [query, model], embedding, api_name="embed", **shared)
         model.change(describe, model, card, api_name=False, **shared).then(
             search_if_image, [query, k, model], [results, details, timing], api_name=False, **shared
-        )
+        ).then(**redraw)
     demo.queue(max_size=QUEUE_SIZE)
     return demo
 

@@ -42,6 +42,14 @@ def browser_binaries() -> tuple[str, str]:
     return chromium, driver
 
 
+def red_pixels(png: bytes) -> int:
+    """Pixels of the map's query star (#E4002B) in a PNG."""
+    import io
+
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    return int((np.abs(pixels - [0xE4, 0x00, 0x2B]).sum(axis=2) < 60).sum())
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -91,6 +99,7 @@ def browser(tmp_path):
 
 
 def test_a_corrupt_upload_shows_an_error_then_an_image_fills_the_gallery(server, browser, tmp_path):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as expected
     from selenium.webdriver.support.ui import WebDriverWait
@@ -129,6 +138,14 @@ def test_a_corrupt_upload_shows_an_error_then_an_image_fills_the_gallery(server,
     assert timing.startswith("Query took") and "ms" in timing
     captions = browser.find_element(By.ID, "sslzoo-results").text
     assert any(name in captions for name in CIFAR10)
+
+    # The map of the gallery: drawn on load, redrawn with the query (a red star) once the answer is in.
+    def map_shows_the_query(driver) -> bool:
+        image = driver.find_element(By.CSS_SELECTOR, "#sslzoo-map img")  # found again: Gradio replaces it
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", image)
+        return red_pixels(image.screenshot_as_png) > 15
+
+    WebDriverWait(browser, 60, ignored_exceptions=[StaleElementReferenceException]).until(map_shows_the_query)
 
     screenshot = tmp_path / "sslzoo-serve.png"
     assert browser.save_screenshot(str(screenshot))
