@@ -185,11 +185,14 @@ def build_card(
     repo_id: str | None = None,
     files: Sequence[str] = (WEIGHTS_NAME, ONNX_NAME),
     curves: str | None = None,
+    figures: Mapping[str, str] | None = None,
 ) -> ModelCard:
     """The card of one model: YAML front matter, then what it is, results, use, evaluation, limits, citation.
 
     `repo_id` is where the folder is (or will be) on the Hub: the usage snippets load from it.
-    `files` are the files that sit next to the card; `curves` is a PNG path relative to the card.
+    `files` are the files that sit next to the card; `curves` is a PNG path relative to the card, and
+    so are the values of `figures` (keys of `FIGURES`: the per-class accuracy of `sslzoo-eval
+    --figure` and the map of the embedded gallery's embeddings).
     """
     dataset = _dataset(facts)
     tags = [
@@ -215,6 +218,7 @@ def build_card(
         _summary(facts, dataset),
         _results_section(facts),
         f"## Training curves\n\n![Training loss and kNN top-1 per epoch]({curves})\n" if curves else "",
+        _figures_section(figures or {}, facts),
         _what_it_is(facts, dataset),
         _usage(facts, repo_id, files),
         _int8_section(facts, files),
@@ -243,6 +247,7 @@ def write_model_cards(
     for name in names if names is not None else registry.list_models(trained=True):
         info = registry.model_info(name)
         png = directory / f"{name}-curves.png"
+        figures = {kind: f"{name}-{kind}.png" for kind in FIGURES if (directory / f"{name}-{kind}.png").is_file()}
         log = Path(runs_dir) / name / "metrics.jsonl" if runs_dir is not None else None
         if log is not None and log.is_file():
             plot_training_curves(log, png, title=name)
@@ -251,6 +256,7 @@ def write_model_cards(
             repo_id=info.hub_repo if info.weights == "hub" else None,
             files=(WEIGHTS_NAME,),
             curves=png.name if png.is_file() else None,
+            figures=figures,
         )
         path = directory / f"{name}.md"
         card.save(path)
@@ -439,6 +445,30 @@ def _usage(facts: Mapping[str, Any], repo_id: str | None, files: Sequence[str]) 
             RESULTS_NAME: "the measured results and the export's parity check, as JSON",
         }
         parts.append("Files: " + "; ".join(f"`{file}`: {described[file]}" for file in present) + ".\n")
+    return "\n".join(parts)
+
+
+#: Figures a card shows when they sit beside it as `<name>-<key>.png`: (heading, what it shows).
+FIGURES = {
+    "per-class": (
+        "Accuracy per class",
+        "Confusion matrix and accuracy per class of the kNN classifier (k=200, t=0.1) on the test split, "
+        "drawn by `sslzoo-eval {name} --dataset {dataset} --figure FILE.png`",
+    ),
+    "map": (
+        "Map of the embeddings",
+        "The embedded 1,000-image demo gallery's features projected onto their two principal components, "
+        "coloured by class, as the demo (`sslzoo-serve`) shows it",
+    ),
+}
+
+
+def _figures_section(figures: Mapping[str, str], facts: Mapping[str, Any]) -> str:
+    parts = []
+    for kind, path in figures.items():
+        heading, caption = FIGURES[kind]
+        caption = caption.format(name=facts["name"], dataset=_dataset(facts, evaluated=True).key)
+        parts.append(f"## {heading}\n\n![{heading}]({path})\n\n{caption}.\n")
     return "\n".join(parts)
 
 

@@ -257,3 +257,31 @@ class MapView:
         k = max(1, min(int(k or 1), len(index)))
         result = index.search_features(features[None], k)[0]
         return gallery_map.render(query=features, neighbours=result.positions)
+
+
+def write_map_png(
+    model: str | os.PathLike, path: str | os.PathLike, cache_dir: str | os.PathLike | None = None
+) -> Path:
+    """The map of `model`'s embeddings of the embedded gallery as a PNG (the model card's figure)."""
+    from .extractor import FeatureExtractor, default_cache_dir
+    from .gallery import load_default_gallery
+    from .index import GalleryIndex
+
+    extractor = FeatureExtractor(model)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    index = GalleryIndex.cached(extractor, load_default_gallery(), cache)
+    folder = cache / "maps" / f"{index.gallery.fingerprint[:16]}-{extractor.fingerprint[:16]}"
+    return GalleryMap.cached(index, folder).save_png(path)
+
+
+if __name__ == "__main__":
+    import click
+
+    @click.command()
+    @click.argument("model")
+    @click.argument("png", type=click.Path(dir_okay=False, path_type=Path))
+    def _main(model: str, png: Path) -> None:
+        """Draw MODEL's map of the embedded gallery into PNG (for its model card)."""
+        click.echo(f"Wrote {write_map_png(model, png)}")
+
+    _main()

@@ -320,3 +320,33 @@ def test_the_committed_zoo_tables_are_what_the_registry_generates():
     section = readme[readme.index(START_MARKER) + len(START_MARKER) : readme.index(END_MARKER)]
     assert section.strip() == zoo_tables(card_prefix="model_cards/").strip()
     assert (root / "model_cards" / "README.md").read_text().endswith(zoo_tables())
+
+
+def test_cards_embed_the_figures_beside_them_and_the_registry_int8_record(zoo_json, tmp_path):
+    int8 = {
+        "format": "QDQ",
+        "activations": "uint8, per tensor, MinMax calibration",
+        "weights": "int8, per output channel",
+        "calibration": {"source": "cifar10 training split", "images": 512},
+        "gallery_knn": {
+            "gallery": "cifar10-test-1000",
+            "images": 1000,
+            "calibrated_on_these_images": False,
+            "fp32": {"k200_t0.1": 43.3, "k20_t0.07": 44.1},
+            "int8": {"k200_t0.1": 43.1, "k20_t0.07": 43.7},
+        },
+    }
+    record_results("mixco-resnet18-cifar10", metrics=MEASURED, weights="hub", serving={"int8": int8})
+    cards = tmp_path / "model_cards"
+    cards.mkdir()
+    for kind in ("per-class", "map"):
+        Image.new("RGB", (4, 4)).save(cards / f"mixco-resnet18-cifar10-{kind}.png")
+    write_model_cards(cards, names=["mixco-resnet18-cifar10"])
+    text = (cards / "mixco-resnet18-cifar10.md").read_text()
+    assert "## Accuracy per class\n\n![Accuracy per class](mixco-resnet18-cifar10-per-class.png)" in text
+    assert "sslzoo-eval mixco-resnet18-cifar10 --dataset cifar10 --figure FILE.png" in text
+    assert "## Map of the embeddings\n\n![Map of the embeddings](mixco-resnet18-cifar10-map.png)" in text
+    assert "## Fast CPU serving (int8)" in text and "512 images of cifar10 training split" in text
+    assert "| kNN top-1 (k=200, t=0.1) | 43.30 | 43.10 |" in text
+    assert "| kNN top-1 (k=20, t=0.07) | 44.10 | 43.70 |" in text
+    assert "sslzoo-export mixco-resnet18-cifar10 --to onnx --quantize int8" in text  # not in this folder

@@ -91,3 +91,19 @@ def test_the_panel_shows_the_query_among_the_gallery(service):
     broken.write_bytes(b"not an image")
     assert red_pixels(view.show(str(broken), 5, None)) == 0  # the search reports the error; the map stays
     assert gallery_map.MAP_FILE == "map.safetensors"
+
+
+def test_the_card_figure_is_the_map_of_the_embedded_gallery(tmp_path, monkeypatch):
+    from sslzoo.serve import gallery as gallery_module
+    from sslzoo.serve.gallery_map import write_map_png
+
+    torch.manual_seed(0)
+    Encoder(input_size=16, provenance={"name": "tiny"}).save_pretrained(tmp_path / "model")
+    small = load_default_gallery().first_per_class(1)
+    monkeypatch.setattr(gallery_module, "load_default_gallery", lambda: small)
+    path = write_map_png(tmp_path / "model", tmp_path / "card" / "map.png", cache_dir=tmp_path / "cache")
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width > 600
+    assert len(list((tmp_path / "cache").glob("maps/*/map.safetensors"))) == 1
