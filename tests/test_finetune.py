@@ -129,3 +129,24 @@ def test_the_onnx_graph_of_a_fine_tuned_model_gives_its_features(classifier, tmp
     (onnx_features,) = onnx_session(tmp_path / "tuned.onnx").run(None, {"images": batch.numpy()})
     with torch.no_grad():
         np.testing.assert_allclose(onnx_features, classifier.pooled_features(batch).numpy(), atol=1e-4)
+
+
+def test_the_readme_fine_tuning_example_runs_as_written(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### Fine-tuning and dense features", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(snippet.strip().splitlines()) <= 11  # the ten-line example (plus its import line)
+    monkeypatch.chdir(tmp_path)
+    loader = [(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 6])) for _ in range(2)]
+    namespace: dict = {"loader": loader}
+    exec(compile(snippet, "README.md", "exec"), namespace)
+    assert namespace["model"].num_classes == 7 and (tmp_path / "my-classifier" / "config.json").is_file()
+    maps = namespace["maps"]
+    assert {name: tuple(value.shape) for name, value in maps.items()} == {
+        "layer1": (4, 64, 32, 32),
+        "layer2": (4, 128, 16, 16),
+        "layer3": (4, 256, 8, 8),
+        "layer4": (4, 512, 4, 4),
+    }
