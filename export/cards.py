@@ -488,7 +488,7 @@ def _int8_section(facts: Mapping[str, Any], files: Sequence[str]) -> str:
         "## Fast CPU serving (int8)\n",
         f"{where}: ONNX Runtime static quantization ({record.get('format')}; activations "
         f"{record.get('activations')}; weights {record.get('weights')}), calibrated on "
-        f"{calibration.get('images')} images of {calibration.get('source')}. "
+        f"{calibration.get('images')} images ({calibration.get('source')}). "
         f"`sslzoo-serve --backend onnx-int8` and `sslzoo-embed --backend onnx-int8` run it on the CPU "
         "(AVX2/AVX-512 integer kernels); `benchmarks/serve_latency.py` times it against fp32 ONNX Runtime "
         "and eager PyTorch at batch 1, 16 and 64. Its features differ slightly from fp32: build a "

@@ -346,7 +346,7 @@ def test_cards_embed_the_figures_beside_them_and_the_registry_int8_record(zoo_js
     assert "## Accuracy per class\n\n![Accuracy per class](mixco-resnet18-cifar10-per-class.png)" in text
     assert "sslzoo-eval mixco-resnet18-cifar10 --dataset cifar10 --figure FILE.png" in text
     assert "## Map of the embeddings\n\n![Map of the embeddings](mixco-resnet18-cifar10-map.png)" in text
-    assert "## Fast CPU serving (int8)" in text and "512 images of cifar10 training split" in text
+    assert "## Fast CPU serving (int8)" in text and "512 images (cifar10 training split)" in text
     assert "| kNN top-1 (k=200, t=0.1) | 43.30 | 43.10 |" in text
     assert "| kNN top-1 (k=20, t=0.07) | 44.10 | 43.70 |" in text
     assert "sslzoo-export mixco-resnet18-cifar10 --to onnx --quantize int8" in text  # not in this folder
