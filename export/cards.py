@@ -453,7 +453,8 @@ FIGURES = {
     "per-class": (
         "Accuracy per class",
         "Confusion matrix and accuracy per class of the kNN classifier (k=200, t=0.1) on the test split, "
-        "drawn by `sslzoo-eval {name} --dataset {dataset} --figure FILE.png`",
+        "drawn by `sslzoo-eval {name} --dataset {dataset} --figure FILE.png` (its title gives the bank and "
+        "test images it was measured with)",
     ),
     "map": (
         "Map of the embeddings",

@@ -511,7 +511,8 @@ def eval_main(
             from sslzoo.export.class_figure import plot_per_class
 
             per_class = report["per_class"]
-            plot_per_class(per_class, figure, names=per_class["class_names"], title=f"{model} on {dataset}")
+            title = f"{model} on {dataset}: {report['train_images']:,} bank / {report['test_images']:,} test images"
+            plot_per_class(per_class, figure, names=per_class["class_names"], title=title)
             report["figure"] = str(figure)
     except SslzooError as error:
         raise click.ClickException(str(error)) from error
