@@ -232,11 +232,17 @@ class MapView:
                 self._maps[key] = GalleryMap.cached(index, folder)
             return self._maps[key]
 
+    def drawable(self, key: str | None) -> bool:
+        """A map needs at least 3 gallery images; smaller galleries go without one."""
+        return len(self.service.index(key)) >= 3
+
     def component(self) -> Any:
         import gradio as gr
 
+        drawable = self.drawable(None)
         return gr.Image(
-            value=self.map_of(None).render(),
+            value=self.map_of(None).render() if drawable else None,
+            visible=drawable,
             label="The gallery's embeddings (PCA; the query a star, its neighbours ringed)",
             show_label=False,  # the page's accordion says what it is; a label would cover the title
             type="numpy",
@@ -245,7 +251,9 @@ class MapView:
             elem_id="sslzoo-map",
         )
 
-    def show(self, image: str | None, k: float | None, model: str | None) -> np.ndarray:
+    def show(self, image: str | None, k: float | None, model: str | None) -> np.ndarray | None:
+        if not self.drawable(model):
+            return None
         gallery_map = self.map_of(model)
         if not image:
             return gallery_map.render()

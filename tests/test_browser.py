@@ -145,7 +145,7 @@ def test_a_corrupt_upload_shows_an_error_then_an_image_fills_the_gallery(server,
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", image)
         return red_pixels(image.screenshot_as_png) > 15
 
-    WebDriverWait(browser, 60, ignored_exceptions=[StaleElementReferenceException]).until(map_shows_the_query)
+    WebDriverWait(browser, 120, ignored_exceptions=[StaleElementReferenceException]).until(map_shows_the_query)
 
     screenshot = tmp_path / "sslzoo-serve.png"
     assert browser.save_screenshot(str(screenshot))

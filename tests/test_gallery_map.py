@@ -107,3 +107,11 @@ def test_the_card_figure_is_the_map_of_the_embedded_gallery(tmp_path, monkeypatc
     with Image.open(path) as image:
         assert image.format == "PNG" and image.width > 600
     assert len(list((tmp_path / "cache").glob("maps/*/map.safetensors"))) == 1
+
+
+def test_a_gallery_too_small_for_a_map_goes_without_one(tmp_path):
+    torch.manual_seed(0)
+    Encoder(input_size=16, provenance={"name": "tiny-two"}).save_pretrained(tmp_path / "tiny-two")
+    two = load_default_gallery().first_per_class(1).subset([0, 1])
+    view = MapView(RetrievalService(two, local_models(extra=tmp_path / "tiny-two"), cache_dir=tmp_path))
+    assert not view.drawable(None) and view.show(str(assets_dir() / "example-cat.png"), 1, None) is None
