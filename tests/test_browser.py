@@ -42,14 +42,6 @@ def browser_binaries() -> tuple[str, str]:
     return chromium, driver
 
 
-def red_pixels(png: bytes) -> int:
-    """Pixels of the map's query star (#E4002B) in a PNG."""
-    import io
-
-    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
-    return int((np.abs(pixels - [0xE4, 0x00, 0x2B]).sum(axis=2) < 60).sum())
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -124,6 +116,10 @@ def test_a_corrupt_upload_shows_an_error_then_an_image_fills_the_gallery(server,
     file_input = wait.until(
         expected.presence_of_element_located((By.CSS_SELECTOR, "#sslzoo-query input[type=file]"))
     )
+    initial_map = wait.until(
+        lambda driver: (driver.find_elements(By.CSS_SELECTOR, "#sslzoo-map img") or [None])[0]
+    ).get_attribute("src")
+
     file_input.send_keys(str(query))
 
     results = "#sslzoo-results img"
@@ -139,13 +135,18 @@ def test_a_corrupt_upload_shows_an_error_then_an_image_fills_the_gallery(server,
     captions = browser.find_element(By.ID, "sslzoo-results").text
     assert any(name in captions for name in CIFAR10)
 
-    # The map of the gallery: drawn on load, redrawn with the query (a red star) once the answer is in.
-    def map_shows_the_query(driver) -> bool:
-        image = driver.find_element(By.CSS_SELECTOR, "#sslzoo-map img")  # found again: Gradio replaces it
-        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", image)
-        return red_pixels(image.screenshot_as_png) > 15
+    # The map of the gallery: drawn on load, redrawn with the query once the answer is in (what the
+    # redraw holds, the query's star and its neighbours, is checked in test_gallery_map).
+    def map_source(driver) -> str | None:
+        images = driver.find_elements(By.CSS_SELECTOR, "#sslzoo-map img")  # found again: Gradio replaces it
+        return images[0].get_attribute("src") if images else None
 
-    WebDriverWait(browser, 120, ignored_exceptions=[StaleElementReferenceException]).until(map_shows_the_query)
+    WebDriverWait(browser, 120, ignored_exceptions=[StaleElementReferenceException]).until(
+        lambda driver: map_source(driver) not in (None, initial_map)
+    )
+    browser.execute_script(
+        "arguments[0].scrollIntoView({block: 'center'});", browser.find_element(By.ID, "sslzoo-map")
+    )
 
     screenshot = tmp_path / "sslzoo-serve.png"
     assert browser.save_screenshot(str(screenshot))
