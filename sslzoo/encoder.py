@@ -102,7 +102,13 @@ class Encoder(
 
     Its parameters are named exactly like torchvision's ResNet (no prefix, no `fc`), so
     `model.safetensors` loads into `sslzoo.backbones.torchvision_resnet(backbone, stem)`.
+
+    `weights_sha256` is the checksum of the weights file `sslzoo.load` read them from
+    (`sslzoo.weight_files.weights_sha256`): what an evaluation reports, so its numbers name the
+    file they belong to. It is None for an encoder built in memory, and `load_state_dict` clears it.
     """
+
+    weights_sha256: str | None = None
 
     def __init__(
         self,
@@ -186,6 +192,11 @@ class Encoder(
             load_torch_model(model, model_id, strict=strict, map_location=map_location)
             return model.eval()
         return super()._from_pretrained(model_id=model_id, map_location=map_location, strict=strict, **kwargs)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """`nn.Module.load_state_dict`; the weights no longer are those of the file it was loaded from."""
+        self.weights_sha256 = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_exits(x)[0]

@@ -6,6 +6,8 @@ registry records, and `config.json` field by field (`sslzoo.encoder.check_config
 weights are read; a file that fails is named in the error and never left in the Hub cache.
 Weights are one `model.safetensors` or shards with their index (`sslzoo.weight_files`); a
 sharded model's registry entry records each shard's sha256 as well, and every one is checked.
+The loaded encoder remembers the checksum of the file it came from (`Encoder.weights_sha256`), so
+a measurement of it can say which published file it measured.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def _load_checked(
         config = _read_config(config_path)
         if sharded:
             weight_paths = files.weight_paths(folder)
-        _check_weight_hashes(folder, sharded, expected_sha256, expected_shards or {})
+        sha256 = _check_weight_hashes(folder, sharded, expected_sha256, expected_shards or {})
         if sharded:
             state = files.load_sharded(folder)
         else:
@@ -124,15 +126,15 @@ def _load_checked(
             for path in at_fault:
                 hub.evict_cached_file(path)
         raise
+    encoder.weights_sha256 = sha256
     return encoder.to(device).eval()
 
 
 def _check_weight_hashes(
     folder: Path, sharded: bool, expected_sha256: str | None, expected_shards: dict[str, str]
-) -> None:
-    """The registry's checksums: of the weights (`weight_files.weights_sha256`) and of every shard."""
-    if expected_sha256 is None and not expected_shards:
-        return
+) -> str:
+    """The weights' checksum (`weight_files.weights_sha256`), checked against the registry's, and
+    every shard's against the registry's when it records them."""
     if not sharded:
         path = folder / hub.WEIGHTS_NAME
         if expected_shards:
@@ -140,9 +142,9 @@ def _check_weight_hashes(
                 path, f"the registry records these weights as {len(expected_shards)} shards, not one file."
             )
         actual = sha256_of(path)
-        if actual != expected_sha256:
+        if expected_sha256 is not None and actual != expected_sha256:
             raise CorruptWeightsError(path, f"sha256 {actual} does not match the registry's {expected_sha256}.")
-        return
+        return actual
     index = folder / files.INDEX_NAME
     names = files.shard_names(index)
     if expected_shards and set(names) != set(expected_shards):
@@ -160,6 +162,7 @@ def _check_weight_hashes(
     actual = files.combined_sha256(hashes)
     if expected_sha256 is not None and actual != expected_sha256:
         raise CorruptWeightsError(index, f"the shards' sha256 {actual} does not match the registry's {expected_sha256}.")
+    return actual
 
 
 def _read_config(path: Path) -> dict:

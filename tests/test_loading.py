@@ -57,6 +57,18 @@ def test_folder_loads_in_eval_mode_on_the_requested_device(saved):
     assert torch.equal(features(encoder), features(sslzoo.load(str(saved))))
 
 
+def test_a_loaded_encoder_names_the_weights_file_it_came_from(saved, tmp_path):
+    from sslzoo.weight_files import weights_sha256
+
+    encoder = sslzoo.load(saved)
+    assert encoder.weights_sha256 == sha256_of(saved / "model.safetensors")
+    encoder.save_pretrained(tmp_path / "sharded", max_shard_size="5MB")
+    assert sslzoo.load(tmp_path / "sharded").weights_sha256 == weights_sha256(tmp_path / "sharded")
+    # Weights loaded by hand, or a model built in memory, are no longer that file's.
+    encoder.load_state_dict(sslzoo.Encoder().state_dict())
+    assert encoder.weights_sha256 is None and sslzoo.Encoder().weights_sha256 is None
+
+
 def test_hub_id_loads_from_a_hand_built_cache_offline(saved):
     hand_built_cache(saved, "someone/encoder")
     encoder = sslzoo.load("hf-hub:someone/encoder")
@@ -172,6 +184,7 @@ def test_bundled_default_matches_its_registered_checksum():
     assert sha256_of(bundled_weights_dir(name) / "model.safetensors") == info.sha256
     encoder = sslzoo.load(name)
     assert encoder.provenance.get("method") == info.method
+    assert encoder.weights_sha256 == info.sha256
 
 
 BAD_CONFIG_VALUES = [
