@@ -182,6 +182,7 @@ class Encoder(
             return
         weight_files.remove_shards(save_directory)  # one layout per folder: an old index must not win
         super()._save_pretrained(save_directory)
+        weight_files.with_default_permissions([Path(save_directory) / weight_files.WEIGHTS_NAME])
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, map_location: str = "cpu", strict: bool = False, **kwargs: Any):

@@ -47,28 +47,40 @@ def load(ref: str | os.PathLike, device: str | torch.device = "cpu") -> Encoder:
     `ref` is a registry name (`"mixco-resnet18-cifar100"`), a local folder holding `config.json`
     and `model.safetensors`, or `"hf-hub:org/repo[@revision]"`.
     """
+    folder, info, from_hub = _locate(ref)
+    if info is None:
+        return _load_checked(folder, device, expected_sha256=None, evict_on_failure=from_hub)
+    return _load_checked(
+        folder, device, expected_sha256=info.sha256, expected_shards=info.shards, evict_on_failure=from_hub
+    )
+
+
+def model_folder(ref: str | os.PathLike) -> Path:
+    """The folder whose `config.json` and weights `load(ref)` reads (fetched from the Hub if needed).
+
+    For a registry name: the bundled weights, else `$SSLZOO_HOME/<name>/`, else the Hub snapshot.
+    Nothing is checked here; `load` checks the registry's sha256.
+    """
+    return _locate(ref)[0]
+
+
+def _locate(ref: str | os.PathLike) -> tuple[Path, ModelInfo | None, bool]:
+    """(folder, the registry entry whose checksums apply or None, whether the folder is Hub cache)."""
     ref_str = os.fspath(ref)
     if ref_str.startswith(hub.HUB_PREFIX):
         repo_id, revision = hub.parse_hub_ref(ref_str)
-        folder = hub.download_model(repo_id, revision)
-        return _load_checked(folder, device, expected_sha256=None, evict_on_failure=True)
+        return hub.download_model(repo_id, revision), None, True
     if isinstance(ref, os.PathLike) or os.sep in ref_str or Path(ref_str).is_dir():
         folder = Path(ref_str).expanduser()
         if not folder.is_dir():
             raise WeightsNotAvailableError(f"{folder}: no such folder.")
-        return _load_checked(folder, device, expected_sha256=None)
-    return _load_registered(model_info(ref_str), device)
-
-
-def _load_registered(info: ModelInfo, device: str | torch.device) -> Encoder:
+        return folder, None, False
+    info = model_info(ref_str)
     for folder in (bundled_weights_dir(info.name), sslzoo_home() / info.name):
         if any((folder / name).is_file() for name in (hub.WEIGHTS_NAME, files.INDEX_NAME)):
-            return _load_checked(folder, device, expected_sha256=info.sha256, expected_shards=info.shards)
+            return folder, info, False
     if info.weights == "hub":
-        folder = hub.download_model(info.hub_repo)
-        return _load_checked(
-            folder, device, expected_sha256=info.sha256, expected_shards=info.shards, evict_on_failure=True
-        )
+        return hub.download_model(info.hub_repo), info, True
     supervised = " (uses labels)" if info.supervised else ""
     raise WeightsNotAvailableError(
         f"{info.name} has not been trained yet, so no weights exist to load. Train it{supervised} with\n"

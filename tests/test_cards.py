@@ -34,6 +34,7 @@ MEASURED = {
         {"protocol": "reference", "top1": 90.1, "top5": 99.7, "epochs": 100, "lr": 1.0, "milestones": [60, 75, 90]},
     ],
     "split": "test",
+    "weights_sha256": "5e" * 32,
 }
 TRAINING = {
     "epochs": 200.0,
@@ -232,8 +233,9 @@ def test_the_zoo_table_lists_every_model_with_measured_numbers_only(zoo_json):
     ) in rows
     assert "| linear top-1 (fast probe) | linear top-1 (reference probe) |" in table
     # A reference-only result lands in the reference column, an unnamed one in neither.
-    record_results("byol-resnet18-cifar10", metrics={"linear": {"reference": {"top1": 77.7}}})
-    record_results("supcon-resnet18-cifar10", metrics={"linear": {"top1": 66.6}}, weights="hub")
+    measured_on = {"weights_sha256": "ab" * 32}  # neither entry has a published file yet
+    record_results("byol-resnet18-cifar10", metrics={"linear": {"reference": {"top1": 77.7}}, **measured_on})
+    record_results("supcon-resnet18-cifar10", metrics={"linear": {"top1": 66.6}, **measured_on}, weights="hub")
     rows = zoo_tables().splitlines()
     assert any("| byol | resnet18 | not yet measured | not yet measured | 77.70 |" in row for row in rows)
     assert any("| supcon (labels) | resnet18 | not yet measured | not yet measured | not yet measured |" in row
