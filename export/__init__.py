@@ -7,3 +7,7 @@
 - `sslzoo.export.record_build`: `record_build`, every finished entry of a zoo build (`sslzoo-train --plan`).
 Uploads go through `sslzoo.hub.upload_folder`, the one module that talks to the Hub.
 """
+
+#: The weight formats `sslzoo-export --to` writes (here, so the command line lists them without
+#: importing PyTorch).
+FORMATS = ("safetensors", "onnx", "all")

@@ -75,15 +75,18 @@ def test_card_front_matter_carries_the_protocols_in_model_index():
         (r.metric_name, r.metric_value, r.dataset_name, r.dataset_split, r.metric_type)
         for r in data.eval_results
     ]
-    assert results == [
+    assert results == [  # top-5 where it was measured (not for k=20 here)
         ("kNN top-1 (k=200, t=0.1)", 85.12, "CIFAR-10", "test", "accuracy"),
+        ("kNN top-5 (k=200, t=0.1)", 99.31, "CIFAR-10", "test", "accuracy"),
         ("kNN top-1 (k=20, t=0.07)", 84.4, "CIFAR-10", "test", "accuracy"),
         ("linear top-1 (fast probe, 100 epochs)", 88.2, "CIFAR-10", "test", "accuracy"),
+        ("linear top-5 (fast probe, 100 epochs)", 99.58, "CIFAR-10", "test", "accuracy"),
         ("linear top-1 (reference probe, 100 epochs)", 90.1, "CIFAR-10", "test", "accuracy"),
+        ("linear top-5 (reference probe, 100 epochs)", 99.7, "CIFAR-10", "test", "accuracy"),
     ]
-    assert data.eval_results[0].metric_args == {"k": 200, "t": 0.1}
-    assert data.eval_results[3].metric_config == "protocol=reference"
-    assert data.eval_results[3].metric_args == {"protocol": "reference", "epochs": 100, "lr": 1.0}
+    assert data.eval_results[0].metric_args == data.eval_results[1].metric_args == {"k": 200, "t": 0.1}
+    assert data.eval_results[5].metric_config == "protocol=reference"
+    assert data.eval_results[5].metric_args == {"protocol": "reference", "epochs": 100, "lr": 1.0}
 
 
 def test_card_body_says_what_it_is_how_to_use_it_and_how_it_was_measured():
@@ -169,7 +172,10 @@ def test_weights_provenance_fills_in_for_a_model_outside_the_registry():
     assert facts["training"] == {"epochs": 5}
     assert facts["paper"].startswith("Bootstrap Your Own Latent")  # the method's paper, from the registry
     card = parse(build_card(facts, files=("model.safetensors",)))
-    assert [r.metric_name for r in card.data.eval_results] == ["kNN top-1 (k=20, t=0.07)"]
+    assert [(r.metric_name, r.metric_value) for r in card.data.eval_results] == [
+        ("kNN top-1 (k=20, t=0.07)", 50.0),
+        ("kNN top-5 (k=20, t=0.07)", 90.0),
+    ]
     assert 'sslzoo.load("path/to/this/folder")' in card.text
     assert (
         "sslzoo-export my-run --to onnx --out my-run" in card.text
