@@ -258,3 +258,23 @@ def test_encoder_arguments_are_checked_like_a_config(tmp_path):
     with pytest.raises(sslzoo.ConfigError, match=r"^std: "):
         sslzoo.Encoder(std=(0.0, 0.0, 0.0))
     assert sslzoo.Encoder(input_size=32.0, mean=np.array([0.5, 0.5, 0.5])).config["input_size"] == 32
+
+
+def test_the_bundled_defaults_numbers_are_those_of_its_file():
+    """Registry, config.json, results.json and the card all carry the numbers measured on the shipped file."""
+    from sslzoo.export.results import normalise_metrics
+
+    from sslzoo.loading import bundled_weights_dir
+
+    name = sslzoo.default_model()
+    info = sslzoo.model_info(name)
+    folder = bundled_weights_dir(name)
+    assert info.metrics["weights_sha256"] == info.sha256 == sha256_of(folder / "model.safetensors")
+    config = json.loads((folder / "config.json").read_text())
+    results = json.loads((folder / "results.json").read_text())
+    assert normalise_metrics(config["provenance"]["metrics"]) == info.metrics
+    assert results["metrics"] == info.metrics and results["weights_sha256"] == info.sha256
+    card = (folder / "README.md").read_text()
+    assert f"sha256 `{info.sha256}`" in card
+    for entry in info.metrics["knn"]:
+        assert f"| {entry['top1']:.2f} | {entry['top5']:.2f} |" in card
