@@ -25,7 +25,7 @@ from sslzoo.errors import ConfigError
 from sslzoo.loading import load, sslzoo_home
 from sslzoo.preprocessing import ImageLike, as_batch
 
-BACKENDS = ("torch", "onnx")
+from .defaults import BACKENDS
 
 #: Config keys that change what an encoder computes (provenance does not).
 _FEATURE_CONFIG_KEYS = ("backbone", "stem", "input_size", "mean", "std", "interpolation")

@@ -23,10 +23,10 @@ import numpy as np
 from sslzoo.errors import ConfigError, SslzooError
 from sslzoo.preprocessing import ImageLike
 
+from .defaults import INDEX_KINDS
 from .extractor import FeatureExtractor
 from .gallery import Gallery
 
-INDEX_KINDS = ("flat", "ivf", "hnsw")
 INDEX_FILE = "index.faiss"
 METADATA_FILE = "metadata.json"
 #: 2: gallery files are embedded upright (EXIF) and decoded at the size the encoder needs; indexes

@@ -106,7 +106,7 @@ except SystemExit as stop:
     result = run_python(code + IMPORTED, block=True)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.splitlines()[-2])
-    assert report["dataset"] == "fake" and report["weights_sha256"] and report["linear"]["protocol"] == "fast"
+    assert report["dataset"] == "fake" and report["weights_sha256"] and report["linear"]["fast"]["protocol"] == "fast"
     imported = set(json.loads(result.stdout.splitlines()[-1]))
     assert not imported & set(OPTIONAL)
 
@@ -130,8 +130,7 @@ except SystemExit as stop:
     assert "Usage:" in result.stdout and "--help" in result.stdout
     imported = set(json.loads(result.stdout.splitlines()[-1]))
     assert not imported & set(OPTIONAL), script
-    if script in ("sslzoo-export", "python -m sslzoo.export"):  # nothing heavy to print help
-        assert not imported & {"torch", "torchvision", "huggingface_hub"}, script
+    assert not imported & {"torch", "torchvision", "huggingface_hub", "numpy"}, script  # nothing heavy for help
 
 
 def test_a_missing_extra_is_named_with_the_line_that_installs_it(tmp_path):
@@ -149,11 +148,15 @@ print(result.exit_code, result.output.strip().splitlines()[0])
 from sslzoo.train.cli import train_main
 result = CliRunner().invoke(train_main, ["--method", "simclr", "--dataset", "fake", "--out", {str(tmp_path / "run")!r}])
 print(result.exit_code, result.output.strip())
+from sslzoo.serve.cli import main as serve_main
+result = CliRunner().invoke(serve_main, [])
+print(result.exit_code, result.output.strip())
 """
     result = run_python(code, block=True)
     assert result.returncode == 0, result.stderr
-    onnx, weights, train = result.stdout.strip().splitlines()[-3:]
+    onnx, weights, train, serve = result.stdout.strip().splitlines()[-4:]
     assert onnx.startswith("1 Error: ONNX export needs onnx") and "pip install 'sslzoo[export]'" in onnx
     assert weights.startswith("0 Exported")
     assert train.startswith("1 Error: ") and "pip install 'sslzoo[train]'" in train
+    assert serve.startswith("1 Error: sslzoo-serve needs ") and "pip install 'sslzoo[serve]'" in serve
     assert not (tmp_path / "run").exists() and not (tmp_path / "out").exists()
