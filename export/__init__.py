@@ -5,6 +5,7 @@
 - `sslzoo.export.cards`, `.zoo_table`, `.curves`: model cards, the zoo table, training curves.
 - `sslzoo.export.results`: `record_run` / `record_results`, the one writer of measured numbers.
 - `sslzoo.export.record_build`: `record_build`, every finished entry of a zoo build (`sslzoo-train --plan`).
+- `sslzoo.export.stash`: `stash`, models' fp16 weights committed to the repository's history and out of the tree.
 Uploads go through `sslzoo.hub.upload_folder`, the one module that talks to the Hub.
 """
 

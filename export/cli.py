@@ -1,5 +1,5 @@
 """Command line: `sslzoo-export` (one model to a Hub-ready folder, optionally pushed), and the zoo's
-bookkeeping (`python -m sslzoo.export record|cards`). Each command parses, calls the library, prints.
+bookkeeping (`python -m sslzoo.export record|stash|cards`). Each command parses, calls the library, prints.
 
 The library (PyTorch, huggingface_hub) is imported inside the commands, so `--help` answers at once."""
 
@@ -313,6 +313,72 @@ def _record_build(runs: Path, weights: str, cards_dir: Path, readme: Path | None
     click.echo(
         f"Wrote {len(result.cards)} model cards and {result.index}" + (f"; refreshed {readme}" if readme else "")
     )
+
+
+@tools.command("stash")
+@click.argument("source", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--name",
+    "names",
+    multiple=True,
+    help="Registry name(s) to store (repeatable); default: every finished entry of a RUNS folder, or "
+    "the model folder's own name.",
+)
+@click.option(
+    "--max-shard-size",
+    metavar="SIZE",
+    default="15MB",
+    show_default=True,
+    help="Largest fp16 safetensors shard to commit (e.g. 15MB, 5MB).",
+)
+@click.option(
+    "--allow-stand-ins",
+    is_flag=True,
+    help="Also store entries trained on the fake dataset in place of their own (tests and demos only).",
+)
+def stash_main(source: Path, names: tuple[str, ...], max_shard_size: str, allow_stand_ins: bool) -> None:
+    """Keep models' fp16 weights in the repository's history, out of the tracked tree.
+
+    \b
+    SOURCE is a RUNS folder of sslzoo-train --plan (each finished entry's RUNS/NAME/hub/) or one
+    model folder. Two commits, run from a clone of the repository:
+      1. weights/NAME/: config.json and fp16 safetensors shards;
+      2. the registry (weights "history": that commit, the path, every file's sha256), the model
+         cards and zoo tables, and weights/NAME/ removed from the tree again.
+    sslzoo.load(NAME) in any clone that holds commit 1 then restores the weights into
+    $SSLZOO_HOME/NAME, every sha256 checked; sslzoo-export NAME --push can publish them from there.
+    Every check runs before anything is written; a stash that stopped between its two commits is
+    finished by running it again. Other changes in the work tree are left alone.
+    """
+    from sslzoo.history import WEIGHTS_ROOT
+
+    from .stash import stash
+
+    try:
+        result = stash(
+            source,
+            names=list(names) or None,
+            max_shard_size=_shard_size(max_shard_size),
+            allow_stand_ins=allow_stand_ins,
+        )
+    except SslzooError as error:
+        raise click.ClickException(_one_line(error)) from error
+    for info in result.stored:
+        files = len(info.history["files"]) - 1
+        click.echo(
+            f"Stored {info.name}: {files} weight file{'s' if files > 1 else ''} in commit "
+            f"{info.history['commit']} ({info.history['path']}/), sha256={info.sha256}"
+        )
+    if result.recorded_in:
+        click.echo(f"Recorded in commit {result.recorded_in}; {WEIGHTS_ROOT}/ is out of the tree again.")
+    for name in result.unchanged:
+        click.echo(f"{name}: already in the history with these weights; nothing to do.")
+    if result.skipped:
+        click.echo(
+            f"Skipped stand-in entries trained on fake data ({', '.join(result.skipped)}); "
+            "--allow-stand-ins stores them.",
+            err=True,
+        )
 
 
 @tools.command("cards")

@@ -42,7 +42,7 @@ from sslzoo.errors import ConfigError, UnknownModelError, WeightsNotAvailableErr
 from sslzoo.evaluation import FAST_PROBE, LINEAR_PROTOCOLS
 from sslzoo.hub import CONFIG_NAME
 from sslzoo.loading import sha256_of
-from sslzoo.weight_files import is_sharded, shard_sha256s, weights_sha256
+from sslzoo.weight_files import is_sharded, shard_sha256s, weight_paths, weights_sha256
 
 #: Training facts a card shows, as `sslzoo-train` stores them in a model's provenance.
 TRAINING_KEYS = (
@@ -166,6 +166,7 @@ def record_results(
     weights_file: str | os.PathLike | None = None,
     registry_file: str | os.PathLike | None = None,
     percent: bool | None = None,
+    history: Mapping[str, str] | None = None,
 ) -> registry.ModelInfo:
     """Write measured results into `name`'s registry entry and return the updated entry.
 
@@ -181,6 +182,9 @@ def record_results(
     reports it), and that must be the published file: `weights_file`'s, else the entry's. Anything
     else is refused (`ConfigError`), as is a new `weights_file` that the entry's numbers were not
     measured on, so the registry never pairs one file with another's numbers.
+    `weights="history"` takes `history={"commit": ..., "path": ...}`, where the model folder
+    `weights_file` was committed (`sslzoo.export.stash`, which calls this): every file's sha256 is
+    recorded beside them.
     """
     path = Path(registry_file) if registry_file is not None else registry.registry_path()
     data = json.loads(path.read_text())
@@ -213,7 +217,14 @@ def record_results(
     if weights is not None:
         if weights not in registry.WEIGHTS_STATES:
             raise ConfigError(f"weights must be one of {list(registry.WEIGHTS_STATES)}, not {weights!r}.")
+        if weights == "history" and (history is None or weights_file is None or not Path(weights_file).is_dir()):
+            raise ConfigError(
+                f"{name}: weights='history' needs the commit and path of the model folder stored there, and that "
+                "folder; `python -m sslzoo.export stash` records them."
+            )
         entry["weights"] = weights
+        if weights != "history":
+            entry.pop("history", None)
         if weights == "none":
             entry["sha256"] = None
             entry.pop("shards", None)
@@ -227,6 +238,17 @@ def record_results(
             entry["shards"] = published["shards"]
         else:
             entry.pop("shards", None)
+    if history is not None and entry["weights"] == "history":
+        folder = Path(weights_file)
+        recorded = [folder / CONFIG_NAME, *weight_paths(folder)]
+        entry["history"] = {
+            "commit": history["commit"],
+            "path": history["path"],
+            "files": {file.name: sha256_of(file) for file in recorded},
+        }
+    problem = registry.check_entry(entry)
+    if problem:
+        raise ConfigError(f"{name}: {problem}")
     _write_json_atomically(path, data)
     registry.clear_cache()
     return registry.ModelInfo(**entry)

@@ -1,7 +1,9 @@
 """`sslzoo.load`: one call that turns a name, a folder or a Hub id into a ready `Encoder`.
 
 A registry name is looked up, in order, in the weights bundled with the package, in
-`$SSLZOO_HOME/<name>/`, then on the Hub. Published weights are checked against the sha256 the
+`$SSLZOO_HOME/<name>/`, then on the Hub, or for weights kept in the project's git history
+(`sslzoo.history`) in the commit the registry names, restored into `$SSLZOO_HOME/<name>/` (a
+copy there that fails its checks is restored again). Published weights are checked against the sha256 the
 registry records, and `config.json` field by field (`sslzoo.encoder.check_config`) before any
 weights are read; a file that fails is named in the error and never left in the Hub cache.
 Weights are one `model.safetensors` or shards with their index (`sslzoo.weight_files`); a
@@ -21,7 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from . import hub
+from . import history, hub
 from . import weight_files as files
 from .encoder import Encoder, check_config
 from .errors import ConfigError, CorruptWeightsError, WeightsNotAvailableError
@@ -76,8 +78,11 @@ def _locate(ref: str | os.PathLike) -> tuple[Path, ModelInfo | None, bool]:
             raise WeightsNotAvailableError(f"{folder}: no such folder.")
         return folder, None, False
     info = model_info(ref_str)
-    for folder in (bundled_weights_dir(info.name), sslzoo_home() / info.name):
-        if any((folder / name).is_file() for name in (hub.WEIGHTS_NAME, files.INDEX_NAME)):
+    bundled = bundled_weights_dir(info.name)
+    if info.weights == "history" and not _holds_weights(bundled):
+        return _history_folder(info, sslzoo_home() / info.name), info, False
+    for folder in (bundled, sslzoo_home() / info.name):
+        if _holds_weights(folder):
             return folder, info, False
     if info.weights == "hub":
         return hub.download_model(info.hub_repo), info, True
@@ -88,6 +93,28 @@ def _locate(ref: str | os.PathLike) -> tuple[Path, ModelInfo | None, bool]:
         f"then load the folder it writes: sslzoo.load('runs/{info.name}/model'), or copy that folder to "
         f"{sslzoo_home() / info.name} so sslzoo.load({info.name!r}) finds it."
     )
+
+
+def _holds_weights(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in (hub.WEIGHTS_NAME, files.INDEX_NAME))
+
+
+def _history_folder(info: ModelInfo, folder: Path) -> Path:
+    """`folder` if it holds every file the registry records for `info`; else restored there from the
+    git history (`sslzoo.history`). `load` then checks the weights' sha256 again, as for any entry."""
+    recorded = info.history["files"]
+    if _holds_weights(folder):
+        wrong = history.first_mismatch(folder, recorded, list(recorded))
+        if wrong is None:
+            return folder
+        if not history.can_restore(info):
+            repo = history.registry_repository()
+            raise CorruptWeightsError(
+                folder / wrong,
+                f"missing, or its sha256 is not the registry's. {history.not_available_message(info, repo, folder)}",
+            )
+    history.restore(info, folder)  # WeightsNotAvailableError with the fetch command if it cannot
+    return folder
 
 
 def _load_checked(
