@@ -11,7 +11,10 @@ Both sides train SimCLR on the same ResNet-18 (CIFAR stem), batch, precision and
   autocast; no channels_last, no compile.
 
 Targets (one H100/H200, SimCLR ResNet-18 CIFAR-10 at batch 512): >= 40,000 views/s and >= 5x the
-reference. On CUDA the table also gives the measured bf16 matmul TFLOP/s of the device.
+reference. On CUDA sslzoo runs with and without torch.compile of the model, in the same run. The
+model FLOPs utilisation of each row divides its training FLOPs (forward + backward, counted by
+`torch.utils.flop_counter`) by the device's measured bf16 matmul throughput; where the step's time
+goes is `benchmarks/step_profile.py`'s table.
 
     python benchmarks/train_throughput.py                        # GPU, batch 512
     python benchmarks/train_throughput.py --device cpu --batch-size 16 --steps 3 --workers 2
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,8 +39,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from sslzoo.encoder import Encoder
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from step_profile import matmul_tflops, training_flops_per_view  # noqa: E402  (a sibling script)
 
-def sslzoo_views_per_s(args: argparse.Namespace, device: torch.device) -> float:
+
+def sslzoo_views_per_s(args: argparse.Namespace, device: torch.device, compile: bool) -> float:
     """Views/s of the engine in its second epoch of `args.steps` steps."""
     config = resolve_config(
         "simclr",
@@ -46,7 +53,7 @@ def sslzoo_views_per_s(args: argparse.Namespace, device: torch.device) -> float:
             "epochs": 2,
             "device": str(device),
             "precision": args.precision,
-            "compile": args.compile,
+            "compile": compile,
             "knn_every": 0,
             "seed": 0,
         },
@@ -114,20 +121,6 @@ def reference_views_per_s(args: argparse.Namespace, device: torch.device) -> flo
     return 2 * args.batch_size * args.steps / (time.perf_counter() - started)
 
 
-def matmul_tflops(device: torch.device, size: int = 8192, repeats: int = 20) -> float:
-    """Measured bf16 matmul throughput of the device, the ceiling the training step works under."""
-    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
-    _sync(device)
-    started = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    _sync(device)
-    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e12
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -158,34 +151,41 @@ def main() -> None:
     )
     parser.add_argument(
         "--compile",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="torch.compile the sslzoo step (default: on CUDA only)",
+        default="auto",
+        choices=["auto", "on", "off", "both"],
+        help="torch.compile the sslzoo step: both (a row each) on CUDA, off on a CPU (default: auto)",
     )
     args = parser.parse_args()
     device = resolve_device(args.device)
-    if args.compile is None:
-        args.compile = device.type == "cuda"
-    ours = sslzoo_views_per_s(args, device)
+    if args.compile == "auto":
+        args.compile = "both" if device.type == "cuda" else "off"
+    modes = {"on": [True], "off": [False], "both": [False, True]}[args.compile]
+    ours = {mode: sslzoo_views_per_s(args, device, mode) for mode in modes}
     reference = reference_views_per_s(args, device)
+    precision = _precision(args, device)
     name = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else f"CPU, {torch.get_num_threads()} threads"
     )
+    peak = matmul_tflops(device)
+    flops_per_view = training_flops_per_view("simclr")
     print(
-        f"SimCLR ResNet-18 (CIFAR stem), 32 px, batch {args.batch_size}, {_precision(args, device)}, {name}, "
+        f"SimCLR ResNet-18 (CIFAR stem), 32 px, batch {args.batch_size}, {precision}, {name}, "
         f"torch {torch.__version__}"
     )
-    print()
-    print("| pipeline | views/s | x reference |")
-    print("|---|---:|---:|")
     print(
-        f"| sslzoo engine (compile={'on' if args.compile else 'off'}) | {ours:,.0f} | {ours / reference:.2f} |"
+        f"Measured {'bf16' if device.type == 'cuda' else 'fp32'} matmul: {peak:.3g} TFLOP/s; "
+        f"a view's forward + backward: {flops_per_view / 1e9:.3g} GFLOP"
     )
-    print(f"| lightly loop ({args.workers} workers) | {reference:,.0f} | 1.00 |")
-    if device.type == "cuda":
-        print(f"\nbf16 matmul (8192^3): {matmul_tflops(device):,.0f} TFLOP/s")
+    print()
+    print("| pipeline | views/s | x reference | MFU |")
+    print("|---|---:|---:|---:|")
+    rows = [(f"sslzoo engine (compile={'on' if mode else 'off'})", rate) for mode, rate in ours.items()]
+    rows.append((f"lightly loop ({args.workers} workers)", reference))
+    for label, rate in rows:
+        mfu = 100 * rate * flops_per_view / 1e12 / peak
+        print(f"| {label} | {rate:,.0f} | {rate / reference:.2f} | {mfu:.1f} % |")
 
 
 if __name__ == "__main__":

@@ -140,7 +140,8 @@ def model_facts(encoder: Encoder | None = None, info: registry.ModelInfo | None 
 
 
 def eval_results(facts: Mapping[str, Any]) -> list[EvalResult]:
-    """The card's `model-index` entries: one per measured kNN setting and linear-probe protocol."""
+    """The card's `model-index` entries: top-1 and top-5 of each measured kNN setting and linear-probe
+    protocol."""
     metrics = facts.get("metrics") or {}
     dataset = _dataset(facts, evaluated=True)
     common = dict(
@@ -155,28 +156,37 @@ def eval_results(facts: Mapping[str, Any]) -> list[EvalResult]:
     for entry in metrics.get("knn", []):
         protocol = {"k": entry["k"], "t": entry["t"]} if entry.get("k") is not None else None
         config = f"k={entry['k']},t={entry['t']:g}" if protocol else None
-        results.append(
-            EvalResult(
-                **common,
-                metric_name=knn_label(entry),
-                metric_value=entry["top1"],
-                metric_config=config,
-                metric_args=protocol,
-            )
-        )
+        for top in ("top1", "top5"):
+            if entry.get(top) is not None:
+                results.append(
+                    EvalResult(
+                        **common,
+                        metric_name=_top(knn_label(entry), top),
+                        metric_value=entry[top],
+                        metric_config=config,
+                        metric_args=protocol,
+                    )
+                )
     for entry in metrics.get("linear", []):
         protocol = entry.get("protocol")
         args = {key: entry[key] for key in ("protocol", "epochs", "lr", "batch_size") if entry.get(key) is not None}
-        results.append(
-            EvalResult(
-                **common,
-                metric_name=linear_label(entry),
-                metric_value=entry["top1"],
-                metric_config=f"protocol={protocol}" if protocol else None,
-                metric_args=args if protocol else None,
-            )
-        )
+        for top in ("top1", "top5"):
+            if entry.get(top) is not None:
+                results.append(
+                    EvalResult(
+                        **common,
+                        metric_name=_top(linear_label(entry), top),
+                        metric_value=entry[top],
+                        metric_config=f"protocol={protocol}" if protocol else None,
+                        metric_args=args if protocol else None,
+                    )
+                )
     return results
+
+
+def _top(label: str, top: str) -> str:
+    """"kNN top-1 (k=200, t=0.1)" -> "kNN top-5 (k=200, t=0.1)" for the top-5 entry."""
+    return label.replace("top-1", "top-5", 1) if top == "top5" else label
 
 
 def build_card(
@@ -186,6 +196,8 @@ def build_card(
     files: Sequence[str] = (WEIGHTS_NAME, ONNX_NAME),
     curves: str | None = None,
     figures: Mapping[str, str] | None = None,
+    weights_sha256: str | None = None,
+    weights_dtype: str | None = None,
 ) -> ModelCard:
     """The card of one model: YAML front matter, then what it is, results, use, evaluation, limits, citation.
 
@@ -193,6 +205,8 @@ def build_card(
     `files` are the files that sit next to the card; `curves` is a PNG path relative to the card, and
     so are the values of `figures` (keys of `FIGURES`: the per-class accuracy of `sslzoo-eval
     --figure` and the map of the embedded gallery's embeddings).
+    `weights_sha256` / `weights_dtype` describe the weights file the card is for: the results say
+    whether they were measured on that very file or on one whose values it holds exactly.
     """
     dataset = _dataset(facts)
     tags = [
@@ -216,7 +230,7 @@ def build_card(
     )
     sections = [
         _summary(facts, dataset),
-        _results_section(facts),
+        _results_section(facts, weights_sha256, weights_dtype),
         f"## Training curves\n\n![Training loss and kNN top-1 per epoch]({curves})\n" if curves else "",
         _figures_section(figures or {}, facts),
         _what_it_is(facts, dataset),
@@ -257,6 +271,7 @@ def write_model_cards(
             files=(WEIGHTS_NAME,),
             curves=png.name if png.is_file() else None,
             figures=figures,
+            weights_sha256=info.sha256,
         )
         path = directory / f"{name}.md"
         card.save(path)
@@ -297,7 +312,9 @@ def _summary(facts: Mapping[str, Any], dataset: DatasetFacts) -> str:
     )
 
 
-def _results_section(facts: Mapping[str, Any]) -> str:
+def _results_section(
+    facts: Mapping[str, Any], weights_sha256: str | None = None, weights_dtype: str | None = None
+) -> str:
     metrics = facts.get("metrics") or {}
     rows = [
         f"| {knn_label(entry)} | {_percent(entry.get('top1'))} | {_percent(entry.get('top5'))} |"
@@ -308,13 +325,44 @@ def _results_section(facts: Mapping[str, Any]) -> str:
         for entry in metrics.get("linear", [])
     ]
     if not rows:
-        return "## Results\n\nNot yet measured: no evaluation of these weights has been recorded.\n"
+        return "## Results\n\n" + _not_measured(facts) + "\n"
     split = metrics.get("split", "test")
+    measured_on = metrics.get("weights_sha256")
+    if measured_on is None:
+        where = "measured on these weights"
+    elif weights_sha256 in (None, measured_on):
+        where = f"measured on these weights: the file with sha256 `{measured_on}`"
+    else:
+        where = (
+            f"measured on the published weights file (sha256 `{measured_on}`); this folder's "
+            f"{weights_dtype or ''} weights (sha256 `{weights_sha256}`) hold exactly its values, so the "
+            "numbers are theirs too"
+        ).replace("  ", " ")
     return (
         f"## Results\n\nAccuracy (%) on the {_dataset(facts, evaluated=True).title} {split} split, "
-        "measured on these weights.\n\n"
+        f"{where}.\n\n"
         "| protocol | top-1 | top-5 |\n|---|---|---|\n" + "\n".join(rows) + "\n"
     )
+
+
+def _not_measured(facts: Mapping[str, Any]) -> str:
+    """What a card says without numbers of its file, with the training run's kNN monitor if there was one."""
+    in_registry = bool(facts.get("registered")) and facts.get("weights") not in (None, "none")
+    model = facts["name"] if in_registry else "path/to/this/folder"
+    text = (
+        "Not yet measured: no evaluation of these weights has been recorded. "
+        f"`sslzoo-eval {model} --dataset {_dataset(facts).key} --json` measures them"
+        + ("." if in_registry else "; `sslzoo-export ... --eval-json REPORT` puts the report on the card.")
+    )
+    monitor = normalise_metrics(facts.get("monitor"), percent=True) if facts.get("monitor") else {}
+    headline = monitor.get("knn", [None])[0]
+    if headline:
+        bank = f" with {monitor['train_images']:,} training images as the bank" if monitor.get("train_images") else ""
+        text += (
+            f" During training, the kNN monitor measured {_percent(headline.get('top1'))} % "
+            f"{knn_label(headline).removeprefix('kNN ')}{bank} on the weights in memory, not on this file."
+        )
+    return text
 
 
 def _what_it_is(facts: Mapping[str, Any], dataset: DatasetFacts) -> str:

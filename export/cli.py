@@ -1,5 +1,7 @@
 """Command line: `sslzoo-export` (one model to a Hub-ready folder, optionally pushed), and the zoo's
-bookkeeping (`python -m sslzoo.export record|cards`). Each command parses, calls the library, prints."""
+bookkeeping (`python -m sslzoo.export record|stash|cards`). Each command parses, calls the library, prints.
+
+The library (PyTorch, huggingface_hub) is imported inside the commands, so `--help` answers at once."""
 
 from __future__ import annotations
 
@@ -10,15 +12,11 @@ from pathlib import Path
 
 import click
 
-from sslzoo import hub, registry
+from sslzoo import registry
 from sslzoo.errors import SslzooError
 from sslzoo.scratch import exit_on_sigterm
 
-from .cards import write_model_cards
-from .folder import FORMATS, export_folder
-from .quantize import CALIBRATION_SIZE
-from .results import record_run
-from .zoo_table import write_zoo_tables
+from . import CALIBRATION_SIZE, FORMATS
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,8 +41,23 @@ from .zoo_table import write_zoo_tables
 @click.option(
     "--fp16",
     is_flag=True,
-    help="Store weights in half precision (half the size). The ONNX graph then computes in fp16 with "
-    "float32 inputs/outputs, checked against PyTorch within 1% of the feature scale.",
+    help="Convert the weights to half precision (half the size). The ONNX graph then computes in fp16 "
+    "with float32 inputs/outputs, checked against PyTorch within 1% of the feature scale. Default: the "
+    "weights file as MODEL stores it, byte for byte (for a zoo model, the published file).",
+)
+@click.option(
+    "--fp32",
+    is_flag=True,
+    help="Convert the weights to float32 (e.g. the zoo's float16 files, for tools that want float32). "
+    "The values stay exactly the same, and so do the measured numbers.",
+)
+@click.option(
+    "--eval-json",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Output of `sslzoo-eval MODEL --json`: the measured numbers to put on the card. They must be of "
+    "the weights exported (the report names their sha256). Default: the registry's numbers for a zoo "
+    "model, else those stored with the weights.",
 )
 @click.option(
     "--max-shard-size",
@@ -120,6 +133,8 @@ def main(
     to: str,
     out: Path,
     fp16: bool,
+    fp32: bool,
+    eval_json: Path | None,
     max_shard_size: str | None,
     quantize: str | None,
     calibration: str | None,
@@ -139,7 +154,13 @@ def main(
     shards and their index instead), model.onnx (one file, input `images` (N,3,H,W) float32
     normalised, output `features` (N,D), checked against PyTorch
     at a batch size other than the traced one), README.md (the model card, from measured results
-    only) and results.json.
+    only), results.json and the training curves when there are any.
+
+    \b
+    The weights are MODEL's own file, byte for byte: for a zoo model, the published file whose
+    sha256 the registry holds (and sslzoo.load checks), so a push uploads exactly that. --fp16,
+    --fp32 and --max-shard-size convert it. The card shows numbers measured on the exported file
+    (or on one whose values it holds exactly, as --fp32 of a float16 file does).
 
     \b
     Examples:
@@ -147,9 +168,16 @@ def main(
       sslzoo-export simclr-resnet18-cifar10 --to onnx --quantize int8 --data-dir data --out exports/int8
       sslzoo-export runs/simclr/model --out exports/simclr --push me/simclr-cifar10 --dry-run
     """
+    from sslzoo import hub
+
+    from .folder import export_folder
+
     try:
         if push is None and (private or revision or dry_run):
             raise SslzooError("--private, --revision and --dry-run only apply with --push ORG/REPO.")
+        if fp16 and fp32:
+            raise SslzooError("--fp16 and --fp32 ask for different files; choose one (or neither: the file as it is).")
+        report = _read_report(eval_json) if eval_json else None
         if quantize is None and (calibration or data_dir):
             raise SslzooError("--calibration and --data-dir only apply with --quantize int8.")
         if push is not None:
@@ -160,7 +188,7 @@ def main(
                 model,
                 out,
                 to=to,
-                fp16=fp16,
+                dtype="float16" if fp16 else "float32" if fp32 else None,
                 overwrite=overwrite,
                 repo_id=push,
                 metrics_log=metrics_log,
@@ -169,6 +197,7 @@ def main(
                 calibration=calibration,
                 data_dir=data_dir,
                 calibration_size=calibration_size,
+                metrics=report,
             )
         click.echo(f"Exported {result.name} to {result.folder}")
         for name, size in result.files.items():
@@ -276,6 +305,8 @@ def record_main(
     """
     from sslzoo.train.build_folder import BuildFolder
 
+    from .results import record_run
+
     try:
         if BuildFolder(run_dir).is_build():
             single = {"--name": name, "--weights-file": weights_file, "--eval-json": eval_json}
@@ -326,6 +357,72 @@ def _record_build(runs: Path, weights: str, cards_dir: Path, readme: Path | None
     )
 
 
+@tools.command("stash")
+@click.argument("source", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--name",
+    "names",
+    multiple=True,
+    help="Registry name(s) to store (repeatable); default: every finished entry of a RUNS folder, or "
+    "the model folder's own name.",
+)
+@click.option(
+    "--max-shard-size",
+    metavar="SIZE",
+    default="15MB",
+    show_default=True,
+    help="Largest fp16 safetensors shard to commit (e.g. 15MB, 5MB).",
+)
+@click.option(
+    "--allow-stand-ins",
+    is_flag=True,
+    help="Also store entries trained on the fake dataset in place of their own (tests and demos only).",
+)
+def stash_main(source: Path, names: tuple[str, ...], max_shard_size: str, allow_stand_ins: bool) -> None:
+    """Keep models' fp16 weights in the repository's history, out of the tracked tree.
+
+    \b
+    SOURCE is a RUNS folder of sslzoo-train --plan (each finished entry's RUNS/NAME/hub/) or one
+    model folder. Two commits, run from a clone of the repository:
+      1. weights/NAME/: config.json and fp16 safetensors shards;
+      2. the registry (weights "history": that commit, the path, every file's sha256), the model
+         cards and zoo tables, and weights/NAME/ removed from the tree again.
+    sslzoo.load(NAME) in any clone that holds commit 1 then restores the weights into
+    $SSLZOO_HOME/NAME, every sha256 checked; sslzoo-export NAME --push can publish them from there.
+    Every check runs before anything is written; a stash that stopped between its two commits is
+    finished by running it again. Other changes in the work tree are left alone.
+    """
+    from sslzoo.history import WEIGHTS_ROOT
+
+    from .stash import stash
+
+    try:
+        result = stash(
+            source,
+            names=list(names) or None,
+            max_shard_size=_shard_size(max_shard_size),
+            allow_stand_ins=allow_stand_ins,
+        )
+    except SslzooError as error:
+        raise click.ClickException(_one_line(error)) from error
+    for info in result.stored:
+        files = len(info.history["files"]) - 1
+        click.echo(
+            f"Stored {info.name}: {files} weight file{'s' if files > 1 else ''} in commit "
+            f"{info.history['commit']} ({info.history['path']}/), sha256={info.sha256}"
+        )
+    if result.recorded_in:
+        click.echo(f"Recorded in commit {result.recorded_in}; {WEIGHTS_ROOT}/ is out of the tree again.")
+    for name in result.unchanged:
+        click.echo(f"{name}: already in the history with these weights; nothing to do.")
+    if result.skipped:
+        click.echo(
+            f"Skipped stand-in entries trained on fake data ({', '.join(result.skipped)}); "
+            "--allow-stand-ins stores them.",
+            err=True,
+        )
+
+
 @tools.command("cards")
 @click.option(
     "--out",
@@ -349,12 +446,25 @@ def _record_build(runs: Path, weights: str, cards_dir: Path, readme: Path | None
 )
 def cards_main(out: Path, runs: Path | None, readme: Path | None) -> None:
     """Regenerate every trained model's card and the zoo tables from the registry."""
+    from .cards import write_model_cards
+    from .zoo_table import write_zoo_tables
+
     try:
         cards = write_model_cards(out, runs_dir=runs)
         index = write_zoo_tables(out, readme=readme)
     except SslzooError as error:
         raise click.ClickException(_one_line(error)) from error
     click.echo(f"Wrote {len(cards)} model cards and {index}" + (f"; refreshed {readme}" if readme else ""))
+
+
+def _read_report(path: Path) -> dict:
+    try:
+        report = json.loads(path.read_text())
+    except ValueError as error:
+        raise SslzooError(f"{path}: not JSON ({error}); pass the output of sslzoo-eval ... --json.") from None
+    if not isinstance(report, dict):
+        raise SslzooError(f"{path}: not an sslzoo-eval report; pass the output of sslzoo-eval ... --json.")
+    return report
 
 
 def _shard_size(text: str | None) -> int | str | None:

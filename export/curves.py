@@ -18,11 +18,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-
 from sslzoo.errors import ConfigError
+from sslzoo.extras import require
 
 LOSS_KEYS = ("loss", "train_loss", "epoch_loss")
 _KNN_KEY = re.compile(r"knn.*(top-?1|acc(uracy)?1?)$", re.IGNORECASE)
@@ -81,6 +78,9 @@ def plot_training_curves(
     curves = read_curves(metrics_log)
     if not curves:
         return None
+    FigureCanvasAgg = require("matplotlib.backends.backend_agg", "export", "Drawing training curves").FigureCanvasAgg
+    Figure = require("matplotlib.figure", "export", "Drawing training curves").Figure
+    MaxNLocator = require("matplotlib.ticker", "export", "Drawing training curves").MaxNLocator
     panels = [(curves.loss_epochs, curves.loss, "training loss", "loss")] if curves.loss else []
     if curves.knn_top1:
         panels.append((curves.knn_epochs, curves.knn_top1, "kNN top-1 (test split)", "top-1 (%)"))

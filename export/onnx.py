@@ -19,16 +19,20 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import torch
 from torch import nn
 
 from sslzoo.encoder import Encoder
 from sslzoo.errors import ConfigError, SslzooError
+from sslzoo.extras import require
+
+if TYPE_CHECKING:
+    import onnx
+    import onnxruntime as ort
 
 ONNX_NAME = "model.onnx"
 INPUT_NAME = "images"
@@ -44,6 +48,14 @@ FP16_RELATIVE_TOLERANCE = 1e-2
 
 #: metadata_props keys holding JSON values; every other key holds a plain string.
 _JSON_KEYS = ("input_size", "mean", "std", "provenance", "num_features")
+
+
+def _onnx() -> ModuleType:
+    return require("onnx", "export", "ONNX export")
+
+
+def _ort() -> ModuleType:
+    return require("onnxruntime", "export", "ONNX Runtime")
 
 
 class OnnxExportError(SslzooError):
@@ -80,6 +92,8 @@ def export_onnx(
             f"parity_batch ({parity_batch}) must be >= 1 and differ from trace_batch ({trace_batch}), "
             "so the check proves the batch axis is dynamic."
         )
+    onnx = _onnx()
+    require("onnxscript", "export", "ONNX export")  # torch.onnx.export(dynamo=True) builds the graph with it
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     reference = copy.deepcopy(encoder).float().cpu().eval()
@@ -121,6 +135,7 @@ def onnx_session(
     always explicit: onnxruntime-gpu lists CUDA even on machines without a GPU). Check
     `session.get_providers()` for what it got. `threads` caps intra-op threads (None: ORT's default).
     """
+    ort = _ort()
     if providers is None:
         providers = default_providers()
     options = ort.SessionOptions()
@@ -131,7 +146,7 @@ def onnx_session(
 
 def default_providers() -> list[str]:
     """`["CUDAExecutionProvider", "CPUExecutionProvider"]` where CUDA really works, else the CPU provider."""
-    usable_cuda = torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers()
+    usable_cuda = torch.cuda.is_available() and "CUDAExecutionProvider" in _ort().get_available_providers()
     return ["CUDAExecutionProvider", "CPUExecutionProvider"] if usable_cuda else ["CPUExecutionProvider"]
 
 
@@ -149,10 +164,10 @@ def onnx_config(source: str | os.PathLike | ort.InferenceSession) -> dict[str, A
     provenance) plus `num_features`, typed as in Python. `eval_transform(**...)` then rebuilds
     the exact preprocessing the graph expects.
     """
-    if isinstance(source, ort.InferenceSession):
+    if hasattr(source, "get_modelmeta"):  # an onnxruntime.InferenceSession
         props = dict(source.get_modelmeta().custom_metadata_map)
     else:
-        model = onnx.load(os.fspath(source), load_external_data=False)
+        model = _onnx().load(os.fspath(source), load_external_data=False)
         props = {prop.key: prop.value for prop in model.metadata_props}
     missing = [
         key for key in ("backbone", "stem", "input_size", "mean", "std", "interpolation") if key not in props
@@ -244,5 +259,5 @@ def _check_parity(reference: Encoder, path: Path, *, fp16: bool, parity_batch: i
         "output": OUTPUT_NAME,
         "num_features": int(expected.shape[1]),
         "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
-        "onnxruntime": ort.__version__,
+        "onnxruntime": _ort().__version__,
     }

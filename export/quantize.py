@@ -48,11 +48,12 @@ from sslzoo.errors import ConfigError
 from sslzoo.evaluation import KNN_PROTOCOLS, batch_preprocess, knn_key, topk_accuracy
 from sslzoo.preprocessing import ImageLike
 
+from . import CALIBRATION_SIZE
 from .onnx import INPUT_NAME, OnnxExportError, onnx_config, onnx_metadata, onnx_session
 
 INT8_NAME = "model.int8.onnx"
-#: Calibration images drawn from the training split (a few hundred, as ONNX Runtime advises).
-CALIBRATION_SIZE = 512
+# CALIBRATION_SIZE (in the package's __init__, for the command line): calibration images drawn from
+# the training split, a few hundred, as ONNX Runtime advises.
 #: Images, disjoint from the calibration set, on which int8 and fp32 features are compared.
 HOLDOUT_SIZE = 64
 #: Mean cosine similarity to the fp32 features below which a quantized graph is refused.

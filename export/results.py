@@ -11,7 +11,12 @@ Metrics are stored in one shape, accuracies in percent on the dataset's test spl
              {"k": 20, "t": 0.07, "top1": 84.40, "top5": 99.02}],
      "linear": [{"protocol": "fast", "top1": 88.20, "top5": 99.58, "epochs": 100, "lr": 0.03, ...},
                 {"protocol": "reference", "top1": 90.10, "top5": 99.70, "lr": 1.0, ...}],
-     "split": "test", "dataset": "cifar10", "train_images": 50000, "test_images": 10000}
+     "split": "test", "dataset": "cifar10", "train_images": 50000, "test_images": 10000,
+     "weights_sha256": "365a402f..."}
+
+`weights_sha256` names the weights file the numbers were measured on (`sslzoo-eval --json` reports
+it). The registry takes numbers only with it, and only when it is the checksum of the file it
+publishes: a card's numbers are always those of the file users download.
 
 Each linear entry names its probe protocol (`fast` or `reference`, `sslzoo.evaluation`); one
 without a name says "protocol not recorded" and is never shown as either. `normalise_metrics`
@@ -37,7 +42,7 @@ from sslzoo.errors import ConfigError, UnknownModelError, WeightsNotAvailableErr
 from sslzoo.evaluation import FAST_PROBE, LINEAR_PROTOCOLS
 from sslzoo.hub import CONFIG_NAME
 from sslzoo.loading import sha256_of
-from sslzoo.weight_files import is_sharded, shard_sha256s, weights_sha256
+from sslzoo.weight_files import is_sharded, shard_sha256s, weight_paths, weights_sha256
 
 #: Training facts a card shows, as `sslzoo-train` stores them in a model's provenance.
 TRAINING_KEYS = (
@@ -168,6 +173,7 @@ def record_results(
     registry_file: str | os.PathLike | None = None,
     percent: bool | None = None,
     serving: Mapping[str, Any] | None = None,
+    history: Mapping[str, str] | None = None,
 ) -> registry.ModelInfo:
     """Write measured results into `name`'s registry entry and return the updated entry.
 
@@ -180,6 +186,14 @@ def record_results(
     combined sha256 and each one's in `shards`) and `sslzoo.load` checks it on every load.
     `serving` merges load-independent facts of serving variants (the int8 graph's calibration and
     gallery kNN) that the card states.
+
+    Metrics must name the weights they were measured on (`weights_sha256`, as `sslzoo-eval --json`
+    reports it), and that must be the published file: `weights_file`'s, else the entry's. Anything
+    else is refused (`ConfigError`), as is a new `weights_file` that the entry's numbers were not
+    measured on, so the registry never pairs one file with another's numbers.
+    `weights="history"` takes `history={"commit": ..., "path": ...}`, where the model folder
+    `weights_file` was committed (`sslzoo.export.stash`, which calls this): every file's sha256 is
+    recorded beside them.
     """
     path = Path(registry_file) if registry_file is not None else registry.registry_path()
     data = json.loads(path.read_text())
@@ -189,9 +203,23 @@ def record_results(
 
         raise UnknownModelError(name, difflib.get_close_matches(name, list(entries), n=3, cutoff=0.6))
     entry = entries[name]
+    published = _published_sha256(weights_file) if weights_file is not None else None
+    if weights == "none":
+        target = None
+    else:
+        target = published["sha256"] if published else entry.get("sha256")
+    old_metrics = entry.get("metrics") or {}
     if metrics:
-        entry["metrics"] = _merge_metrics(
-            entry.get("metrics") or {}, normalise_metrics(metrics, percent=percent)
+        new_metrics = normalise_metrics(metrics, percent=percent)
+        _check_measured_on(entry, new_metrics.get("weights_sha256"), target, weights_file)
+        same_file = old_metrics.get("weights_sha256") == new_metrics["weights_sha256"]
+        entry["metrics"] = _merge_metrics(old_metrics, new_metrics) if same_file else new_metrics
+    elif published and old_metrics and old_metrics.get("weights_sha256") != target:
+        raise ConfigError(
+            f"{name}: its recorded numbers were measured on weights with sha256 "
+            f"{old_metrics.get('weights_sha256') or '(not recorded)'}, not on {weights_file} "
+            f"(sha256 {target}). Record this file together with its own results (`sslzoo-eval` of its "
+            "model folder with --json)."
         )
     if training:
         entry["training"] = {**(entry.get("training") or {}), **dict(training)}
@@ -200,7 +228,14 @@ def record_results(
     if weights is not None:
         if weights not in registry.WEIGHTS_STATES:
             raise ConfigError(f"weights must be one of {list(registry.WEIGHTS_STATES)}, not {weights!r}.")
+        if weights == "history" and (history is None or weights_file is None or not Path(weights_file).is_dir()):
+            raise ConfigError(
+                f"{name}: weights='history' needs the commit and path of the model folder stored there, and that "
+                "folder; `python -m sslzoo.export stash` records them."
+            )
         entry["weights"] = weights
+        if weights != "history":
+            entry.pop("history", None)
         if weights == "none":
             entry["sha256"] = None
             entry.pop("shards", None)
@@ -209,19 +244,59 @@ def record_results(
             raise ConfigError(
                 f"{name}: say where the weights are published (weights='hub' or 'bundled') with their file."
             )
-        weights_path = Path(weights_file)
-        if weights_path.is_dir():
-            entry["sha256"] = weights_sha256(weights_path)
-            if is_sharded(weights_path):
-                entry["shards"] = shard_sha256s(weights_path)
-            else:
-                entry.pop("shards", None)
+        entry["sha256"] = published["sha256"]
+        if published["shards"]:
+            entry["shards"] = published["shards"]
         else:
-            entry["sha256"] = sha256_of(weights_path)
             entry.pop("shards", None)
+    if history is not None and entry["weights"] == "history":
+        folder = Path(weights_file)
+        recorded = [folder / CONFIG_NAME, *weight_paths(folder)]
+        entry["history"] = {
+            "commit": history["commit"],
+            "path": history["path"],
+            "files": {file.name: sha256_of(file) for file in recorded},
+        }
+    problem = registry.check_entry(entry)
+    if problem:
+        raise ConfigError(f"{name}: {problem}")
     _write_json_atomically(path, data)
     registry.clear_cache()
     return registry.ModelInfo(**entry)
+
+
+def _published_sha256(weights_file: str | os.PathLike) -> dict[str, Any]:
+    """The checksum of a published file or model folder (`weights_sha256`), and each shard's if sharded."""
+    weights_path = Path(weights_file)
+    if weights_path.is_dir():
+        shards = shard_sha256s(weights_path) if is_sharded(weights_path) else None
+        return {"sha256": weights_sha256(weights_path), "shards": shards}
+    return {"sha256": sha256_of(weights_path), "shards": None}
+
+
+def _check_measured_on(
+    entry: Mapping[str, Any], measured: str | None, published: str | None, weights_file: str | os.PathLike | None
+) -> None:
+    """Numbers go into the registry only beside the file they were measured on."""
+    name = entry["name"]
+    model = name
+    if weights_file is not None:  # sslzoo-eval reads the model folder that holds the file
+        model = str(weights_file if Path(weights_file).is_dir() else Path(weights_file).parent)
+    remedy = (
+        f"Measure the published file with `sslzoo-eval {model} --dataset {entry['dataset']} --json` "
+        "(it reports the file's sha256) and record that report."
+    )
+    if measured is None:
+        raise ConfigError(
+            f"{name}: these results do not say which weights file they were measured on (no weights_sha256), "
+            f"so they cannot stand beside the published one. {remedy}"
+        )
+    if published is not None and measured != published:
+        where = f"the file recorded ({weights_file})" if weights_file is not None else "the published file"
+        raise ConfigError(
+            f"{name}: these results were measured on weights with sha256 {measured}, but {where} has sha256 "
+            f"{published}. {remedy}"
+        )
 
 
 def record_run(
@@ -237,10 +312,12 @@ def record_run(
 ) -> registry.ModelInfo:
     """Record a finished `sslzoo-train` run (`RUN/model/`, `RUN/config.json`) in the registry.
 
-    Metrics come from `eval_report` (e.g. `sslzoo-eval --json`) or else from the provenance the
-    run stored with its model; training facts (epochs, batch, GPU time...) from the provenance
-    and the run's resolved recipe. The sha256 is that of `weights_file` (default: the weights in
-    the model folder): pass the file you publish if you convert it (e.g. to fp16). `model_dir`
+    Metrics come from `eval_report` (`sslzoo-eval FILE --json` of the published file) or else from
+    the provenance stored with the model, and are recorded only if they name the published file
+    (see `record_results`): the kNN monitor of a training run measured the weights in memory, so
+    a run needs its `sslzoo-eval` report. Training facts (epochs, batch, GPU time...) come from the
+    provenance and the run's resolved recipe. The sha256 is that of `weights_file` (default: the
+    weights in the model folder): pass the file you publish if you convert it (e.g. to fp16). `model_dir`
     is the model folder to read and hash instead of `RUN/model/` (the zoo builder's Hub folder).
     `allow_stand_in` lets a run on the fake dataset stand in for the entry's own (tests, demos).
     """

@@ -20,7 +20,7 @@ from .results import knn_result, linear_result
 
 START_MARKER = "<!-- zoo:start -->"
 END_MARKER = "<!-- zoo:end -->"
-WEIGHTS_WHERE = {"bundled": "in the package", "hub": "Hub", "none": "—"}
+WEIGHTS_WHERE = {"bundled": "in the package", "hub": "Hub", "history": "git history", "none": "—"}
 
 
 def zoo_tables(card_prefix: str = "") -> str:

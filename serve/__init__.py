@@ -14,9 +14,13 @@
 
 from __future__ import annotations
 
-from .extractor import FeatureExtractor
-from .gallery import Gallery, load_default_gallery
-from .index import GalleryIndex, IndexMismatchError, SearchResult
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .extractor import FeatureExtractor
+    from .gallery import Gallery, load_default_gallery
+    from .index import GalleryIndex, IndexMismatchError, SearchResult
 
 __all__ = [
     "FeatureExtractor",
@@ -26,3 +30,21 @@ __all__ = [
     "SearchResult",
     "load_default_gallery",
 ]
+
+#: Each public name and its module, imported on first use: `sslzoo-serve --help` needs none of them.
+_LAZY = {
+    "FeatureExtractor": ".extractor",
+    "Gallery": ".gallery",
+    "load_default_gallery": ".gallery",
+    "GalleryIndex": ".index",
+    "IndexMismatchError": ".index",
+    "SearchResult": ".index",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sslzoo.serve' has no attribute {name!r}")

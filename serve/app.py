@@ -39,6 +39,7 @@ from sslzoo.registry import list_models
 from sslzoo.scratch import scratch_folder
 
 from .batching import MicroBatcher
+from .defaults import DEFAULT_MAX_FILE_SIZE, DEFAULT_QUERY_BATCH, DEFAULT_UPLOAD_SPACE, UPLOAD_TTL_S
 from .extractor import FeatureExtractor
 from .gallery import Gallery
 from .gallery_map import MapView
@@ -70,19 +71,13 @@ __all__ = [
     "write_examples",
 ]
 
-DEFAULT_MAX_FILE_SIZE = "10mb"
 DEFAULT_K = 8
 MAX_K = 50
 #: Requests waiting beyond this are refused with "queue full" instead of piling up in memory.
 QUEUE_SIZE = 256
 THUMBNAIL_SIDE = 128
-#: Queries embedded in one forward pass at most; 1 answers one query at a time.
-DEFAULT_QUERY_BATCH = 16
-#: Uploads (and Gradio's cached results) are deleted once this old, swept every `UPLOAD_SWEEP_S`.
-UPLOAD_TTL_S = 15 * 60
+#: Old uploads are swept this often (`UPLOAD_TTL_S`, `DEFAULT_UPLOAD_SPACE`: `sslzoo.serve.defaults`).
 UPLOAD_SWEEP_S = 60
-#: What the uploads of the last `UPLOAD_TTL_S + UPLOAD_SWEEP_S` seconds may add up to on disk.
-DEFAULT_UPLOAD_SPACE = "1gb"
 
 _CSS = """
 #sslzoo-results img { image-rendering: pixelated; }

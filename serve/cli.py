@@ -1,4 +1,5 @@
 """`sslzoo-serve`: start the retrieval demo. A thin layer: parse, check, call `sslzoo.serve.app`, print.
+Its options come from `sslzoo.serve.defaults`; the demo itself is imported when it starts.
 
 What can be checked in a second is checked before the minute of preparation (loading the
 model, indexing the gallery): that `--host` resolves to a local interface and `--port` is free.
@@ -18,26 +19,19 @@ from pathlib import Path
 
 import click
 
-from sslzoo.errors import SslzooError
+from sslzoo.errors import MissingExtraError, SslzooError
 from sslzoo.registry import default_model
 from sslzoo.scratch import exit_on_sigterm, scratch_folder
 
-from .app import (
+from .defaults import (
+    BACKENDS,
+    DEFAULT_GALLERY_SPEC,
     DEFAULT_MAX_FILE_SIZE,
     DEFAULT_QUERY_BATCH,
     DEFAULT_UPLOAD_SPACE,
+    INDEX_KINDS,
     UPLOAD_TTL_S,
-    RetrievalService,
-    UploadLimits,
-    build_app,
-    examples_folder,
-    launch,
-    local_models,
-    write_examples,
 )
-from .extractor import BACKENDS, default_cache_dir
-from .gallery import DEFAULT_GALLERY_SPEC, assets_dir, resolve_gallery
-from .index import INDEX_KINDS
 
 #: Gradio's port search when no --port is given: GRADIO_SERVER_PORT (default 7860) and the next 99.
 DEFAULT_PORT = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
@@ -116,6 +110,8 @@ def read_credentials(auth: str | None, auth_file: Path | None) -> list[tuple[str
 
 
 def no_default_model_message() -> str:
+    from .app import local_models
+
     found = [choice.key for choice in local_models()]
     where = f" Models found on this machine: {', '.join(found)}." if found else ""
     return (
@@ -245,6 +241,25 @@ def main(
     requests are logged one line each; SIGTERM or Ctrl+C stop the server and remove its
     temporary files.
     """
+    try:
+        from .app import (  # here, not at the top: --help needs neither Gradio nor PyTorch
+            RetrievalService,
+            UploadLimits,
+            build_app,
+            examples_folder,
+            launch,
+            local_models,
+            write_examples,
+        )
+        from .extractor import default_cache_dir
+        from .gallery import assets_dir, resolve_gallery
+    except MissingExtraError as error:
+        raise click.ClickException(str(error)) from None
+    except ImportError as error:  # gradio, faiss...: what the serve extra brings
+        raise click.ClickException(
+            f"sslzoo-serve needs {error.name or error}, which is not installed here. "
+            "Install it with: pip install 'sslzoo[serve]'"
+        ) from None
     try:
         limits = UploadLimits(max_bytes=_file_size(max_file_size, "--max-file-size"))
         _file_size(upload_space, "--upload-space")

@@ -26,7 +26,7 @@ from sslzoo.preprocessing import ImageLike, as_batch
 from sslzoo.progress import progress_bar
 from sslzoo.weight_files import sha256_of
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
+from .defaults import BACKENDS
 
 #: Config keys that change what an encoder computes (provenance does not).
 _FEATURE_CONFIG_KEYS = ("backbone", "stem", "input_size", "mean", "std", "interpolation")

@@ -24,8 +24,9 @@ from safetensors.numpy import load_file, save_file
 from sslzoo.errors import ConfigError
 from sslzoo.preprocessing import open_image, to_uint8_chw
 
+from .defaults import DEFAULT_GALLERY_SPEC
+
 DEFAULT_GALLERY_NAME = "cifar10-test-1000"
-DEFAULT_GALLERY_SPEC = "default"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 #: The files of a saved `GalleryIndex` (see `sslzoo.serve.index`).

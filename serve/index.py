@@ -23,10 +23,10 @@ import numpy as np
 from sslzoo.errors import ConfigError, SslzooError
 from sslzoo.preprocessing import ImageLike
 
+from .defaults import INDEX_KINDS
 from .extractor import FeatureExtractor
 from .gallery import INDEX_FILE, METADATA_FILE, SAVED_INDEX_KEY, Gallery
 
-INDEX_KINDS = ("flat", "ivf", "hnsw")
 #: 2: gallery files are embedded upright (EXIF) and decoded at the size the encoder needs; indexes
 #: saved before hold features of the old decoding and are rebuilt on first use.
 FORMAT_VERSION = 2

@@ -118,7 +118,13 @@ class Encoder(
     `fc`, and `forward` returns (B, N) logits, as timm's `create_model(..., num_classes=N)` does;
     `config.json` then records `num_classes` and the head's weights are saved with the rest.
     `embed`, `pooled_features` and `feature_maps` give features with or without a head.
+
+    `weights_sha256` is the checksum of the weights file `sslzoo.load` read them from
+    (`sslzoo.weight_files.weights_sha256`): what an evaluation reports, so its numbers name the
+    file they belong to. It is None for an encoder built in memory, and `load_state_dict` clears it.
     """
+
+    weights_sha256: str | None = None
 
     def __init__(
         self,
@@ -196,6 +202,7 @@ class Encoder(
             raise ConfigError(f"num_classes must be a whole number >= 0 (got {num_classes!r}).")
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self.weights_sha256 = None  # a fresh head: no longer the weights of the file it was loaded from
 
     def save_pretrained(
         self, save_directory: str | Path, *, max_shard_size: int | str | None = None, **kwargs: Any
@@ -221,6 +228,7 @@ class Encoder(
             return
         weight_files.remove_shards(save_directory)  # one layout per folder: an old index must not win
         super()._save_pretrained(save_directory)
+        weight_files.with_default_permissions([Path(save_directory) / weight_files.WEIGHTS_NAME])
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, map_location: str = "cpu", strict: bool = False, **kwargs: Any):
@@ -231,6 +239,11 @@ class Encoder(
             load_torch_model(model, model_id, strict=strict, map_location=map_location)
             return model.eval()
         return super()._from_pretrained(model_id=model_id, map_location=map_location, strict=strict, **kwargs)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """`nn.Module.load_state_dict`; the weights no longer are those of the file it was loaded from."""
+        self.weights_sha256 = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, D) pooled features, or (B, num_classes) logits when the encoder has a head."""

@@ -42,3 +42,10 @@ class CorruptWeightsError(SslzooError, ValueError):
 
 class ConfigError(SslzooError, ValueError):
     """A value given by the user that sslzoo cannot use (bad backbone, stem, option...)."""
+
+
+class MissingExtraError(SslzooError, ImportError):
+    """A command needs a package that only one of sslzoo's extras installs (see `sslzoo.extras`)."""
+
+    def __str__(self) -> str:
+        return self.args[0]

@@ -1,11 +1,15 @@
 """`sslzoo.load`: one call that turns a name, a folder or a Hub id into a ready `Encoder`.
 
 A registry name is looked up, in order, in the weights bundled with the package, in
-`$SSLZOO_HOME/<name>/`, then on the Hub. Published weights are checked against the sha256 the
+`$SSLZOO_HOME/<name>/`, then on the Hub, or for weights kept in the project's git history
+(`sslzoo.history`) in the commit the registry names, restored into `$SSLZOO_HOME/<name>/` (a
+copy there that fails its checks is restored again). Published weights are checked against the sha256 the
 registry records, and `config.json` field by field (`sslzoo.encoder.check_config`) before any
 weights are read; a file that fails is named in the error and never left in the Hub cache.
 Weights are one `model.safetensors` or shards with their index (`sslzoo.weight_files`); a
 sharded model's registry entry records each shard's sha256 as well, and every one is checked.
+The loaded encoder remembers the checksum of the file it came from (`Encoder.weights_sha256`), so
+a measurement of it can say which published file it measured.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from . import hub
+from . import history, hub
 from . import weight_files as files
 from .encoder import Encoder, check_config
 from .errors import ConfigError, CorruptWeightsError, WeightsNotAvailableError
@@ -59,28 +63,43 @@ def load(
 
 
 def _load(ref: str | os.PathLike, device: str | torch.device) -> Encoder:
+    folder, info, from_hub = _locate(ref)
+    if info is None:
+        return _load_checked(folder, device, expected_sha256=None, evict_on_failure=from_hub)
+    return _load_checked(
+        folder, device, expected_sha256=info.sha256, expected_shards=info.shards, evict_on_failure=from_hub
+    )
+
+
+def model_folder(ref: str | os.PathLike) -> Path:
+    """The folder whose `config.json` and weights `load(ref)` reads (fetched from the Hub if needed).
+
+    For a registry name: the bundled weights, else `$SSLZOO_HOME/<name>/`, else the Hub snapshot.
+    Nothing is checked here; `load` checks the registry's sha256.
+    """
+    return _locate(ref)[0]
+
+
+def _locate(ref: str | os.PathLike) -> tuple[Path, ModelInfo | None, bool]:
+    """(folder, the registry entry whose checksums apply or None, whether the folder is Hub cache)."""
     ref_str = os.fspath(ref)
     if ref_str.startswith(hub.HUB_PREFIX):
         repo_id, revision = hub.parse_hub_ref(ref_str)
-        folder = hub.download_model(repo_id, revision)
-        return _load_checked(folder, device, expected_sha256=None, evict_on_failure=True)
+        return hub.download_model(repo_id, revision), None, True
     if isinstance(ref, os.PathLike) or os.sep in ref_str or Path(ref_str).is_dir():
         folder = Path(ref_str).expanduser()
         if not folder.is_dir():
             raise WeightsNotAvailableError(f"{folder}: no such folder.")
-        return _load_checked(folder, device, expected_sha256=None)
-    return _load_registered(model_info(ref_str), device)
-
-
-def _load_registered(info: ModelInfo, device: str | torch.device) -> Encoder:
-    for folder in (bundled_weights_dir(info.name), sslzoo_home() / info.name):
-        if any((folder / name).is_file() for name in (hub.WEIGHTS_NAME, files.INDEX_NAME)):
-            return _load_checked(folder, device, expected_sha256=info.sha256, expected_shards=info.shards)
+        return folder, None, False
+    info = model_info(ref_str)
+    bundled = bundled_weights_dir(info.name)
+    if info.weights == "history" and not _holds_weights(bundled):
+        return _history_folder(info, sslzoo_home() / info.name), info, False
+    for folder in (bundled, sslzoo_home() / info.name):
+        if _holds_weights(folder):
+            return folder, info, False
     if info.weights == "hub":
-        folder = hub.download_model(info.hub_repo)
-        return _load_checked(
-            folder, device, expected_sha256=info.sha256, expected_shards=info.shards, evict_on_failure=True
-        )
+        return hub.download_model(info.hub_repo), info, True
     supervised = " (uses labels)" if info.supervised else ""
     raise WeightsNotAvailableError(
         f"{info.name} has not been trained yet, so no weights exist to load. Train it{supervised} with\n"
@@ -88,6 +107,28 @@ def _load_registered(info: ModelInfo, device: str | torch.device) -> Encoder:
         f"then load the folder it writes: sslzoo.load('runs/{info.name}/model'), or copy that folder to "
         f"{sslzoo_home() / info.name} so sslzoo.load({info.name!r}) finds it."
     )
+
+
+def _holds_weights(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in (hub.WEIGHTS_NAME, files.INDEX_NAME))
+
+
+def _history_folder(info: ModelInfo, folder: Path) -> Path:
+    """`folder` if it holds every file the registry records for `info`; else restored there from the
+    git history (`sslzoo.history`). `load` then checks the weights' sha256 again, as for any entry."""
+    recorded = info.history["files"]
+    if _holds_weights(folder):
+        wrong = history.first_mismatch(folder, recorded, list(recorded))
+        if wrong is None:
+            return folder
+        if not history.can_restore(info):
+            repo = history.registry_repository()
+            raise CorruptWeightsError(
+                folder / wrong,
+                f"missing, or its sha256 is not the registry's. {history.not_available_message(info, repo, folder)}",
+            )
+    history.restore(info, folder)  # WeightsNotAvailableError with the fetch command if it cannot
+    return folder
 
 
 def _load_checked(
@@ -112,7 +153,7 @@ def _load_checked(
         config = _read_config(config_path)
         if sharded:
             weight_paths = files.weight_paths(folder)
-        _check_weight_hashes(folder, sharded, expected_sha256, expected_shards or {})
+        sha256 = _check_weight_hashes(folder, sharded, expected_sha256, expected_shards or {})
         if sharded:
             state = files.load_sharded(folder)
         else:
@@ -138,15 +179,15 @@ def _load_checked(
             for path in at_fault:
                 hub.evict_cached_file(path)
         raise
+    encoder.weights_sha256 = sha256
     return encoder.to(device).eval()
 
 
 def _check_weight_hashes(
     folder: Path, sharded: bool, expected_sha256: str | None, expected_shards: dict[str, str]
-) -> None:
-    """The registry's checksums: of the weights (`weight_files.weights_sha256`) and of every shard."""
-    if expected_sha256 is None and not expected_shards:
-        return
+) -> str:
+    """The weights' checksum (`weight_files.weights_sha256`), checked against the registry's, and
+    every shard's against the registry's when it records them."""
     if not sharded:
         path = folder / hub.WEIGHTS_NAME
         if expected_shards:
@@ -154,9 +195,9 @@ def _check_weight_hashes(
                 path, f"the registry records these weights as {len(expected_shards)} shards, not one file."
             )
         actual = sha256_of(path)
-        if actual != expected_sha256:
+        if expected_sha256 is not None and actual != expected_sha256:
             raise CorruptWeightsError(path, f"sha256 {actual} does not match the registry's {expected_sha256}.")
-        return
+        return actual
     index = folder / files.INDEX_NAME
     names = files.shard_names(index)
     if expected_shards and set(names) != set(expected_shards):
@@ -174,6 +215,7 @@ def _check_weight_hashes(
     actual = files.combined_sha256(hashes)
     if expected_sha256 is not None and actual != expected_sha256:
         raise CorruptWeightsError(index, f"the shards' sha256 {actual} does not match the registry's {expected_sha256}.")
+    return actual
 
 
 def _read_config(path: Path) -> dict:

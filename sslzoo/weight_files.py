@@ -51,7 +51,34 @@ def save_state_dict(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_torch_state_dict(dict(state_dict), folder, max_shard_size=max_shard_size)
-    return [path.name for path in weight_paths(folder)]
+    paths = weight_paths(folder)
+    with_default_permissions(paths)
+    return [path.name for path in paths]
+
+
+def with_default_permissions(paths: list[Path]) -> None:
+    """Give freshly written files the mode `open()` would have given them (0666 less the umask).
+
+    safetensors >= 0.8 writes through a temporary file that is created 0600 and renamed into
+    place (safetensors/safetensors#782), so `model.safetensors` would be readable by its owner
+    only: a model saved in a container or for a shared cache could not be loaded by anyone else.
+    """
+    mode = 0o666 & ~_umask()
+    for path in paths:
+        os.chmod(path, mode)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the system says it (Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    current = os.umask(0o022)  # elsewhere the only way to read it is to set it, then put it back
+    os.umask(current)
+    return current
 
 
 def remove_shards(folder: str | os.PathLike) -> None:

@@ -128,19 +128,23 @@ def test_each_finished_entry_is_a_complete_hub_folder_with_its_results(reference
         assert record["seconds"]["evaluate"] > 0 and record["seconds"]["export"] > 0
         assert record["command"].startswith(f"sslzoo-train --method {record['method']} --dataset fake --epochs 2")
         assert "--set batch_size=4" in record["command"] and record["command"].endswith(str(reference / name))
-        assert record["eval_command"].startswith(f"sslzoo-eval {reference / name / 'model'} --dataset fake")
+        # The numbers are those of the published file: measured on RUNS/<name>/hub/, which says so.
+        assert metrics["weights_sha256"] == weights_sha256(hub)
+        assert record["eval_command"].startswith(f"sslzoo-eval {hub} --dataset fake")
         choice = "both" if len(PROTOCOLS[name]) == 2 else "fast"
         assert f"--linear-protocol {choice} --linear-epochs 2 --train-size 16" in record["eval_command"]
         if (REPO / ".git").exists():
             assert len(record["commit"].removesuffix("-dirty")) == 40
         results = json.loads((hub / "results.json").read_text())
-        assert results["weights_sha256"] == weights_sha256(hub)
+        assert results["weights_sha256"] == results["metrics"]["weights_sha256"] == weights_sha256(hub)
         published_linear = {e["protocol"]: e["top1"] for e in results["metrics"]["linear"]}
         assert published_linear == {protocol: r["top1"] for protocol, r in metrics["linear"].items()}
         card = (hub / "README.md").read_text()
         for protocol in ("fast", "reference"):
             assert (f"linear top-1 ({protocol} probe, 2 epochs)" in card) == (protocol in PROTOCOLS[name])
         assert {k: v["sha256"] for k, v in results["files"].items() if k in shards} == shard_sha256s(hub)
+        assert results["metrics"] == normalise_metrics(metrics, percent=True) == published.provenance["metrics"]
+        assert f"measured on these weights: the file with sha256 `{weights_sha256(hub)}`" in card
 
 
 @pytest.mark.slow

@@ -34,6 +34,7 @@ MEASURED = {
         {"protocol": "reference", "top1": 90.1, "top5": 99.7, "epochs": 100, "lr": 1.0, "milestones": [60, 75, 90]},
     ],
     "split": "test",
+    "weights_sha256": "5e" * 32,
 }
 TRAINING = {
     "epochs": 200.0,
@@ -74,15 +75,18 @@ def test_card_front_matter_carries_the_protocols_in_model_index():
         (r.metric_name, r.metric_value, r.dataset_name, r.dataset_split, r.metric_type)
         for r in data.eval_results
     ]
-    assert results == [
+    assert results == [  # top-5 where it was measured (not for k=20 here)
         ("kNN top-1 (k=200, t=0.1)", 85.12, "CIFAR-10", "test", "accuracy"),
+        ("kNN top-5 (k=200, t=0.1)", 99.31, "CIFAR-10", "test", "accuracy"),
         ("kNN top-1 (k=20, t=0.07)", 84.4, "CIFAR-10", "test", "accuracy"),
         ("linear top-1 (fast probe, 100 epochs)", 88.2, "CIFAR-10", "test", "accuracy"),
+        ("linear top-5 (fast probe, 100 epochs)", 99.58, "CIFAR-10", "test", "accuracy"),
         ("linear top-1 (reference probe, 100 epochs)", 90.1, "CIFAR-10", "test", "accuracy"),
+        ("linear top-5 (reference probe, 100 epochs)", 99.7, "CIFAR-10", "test", "accuracy"),
     ]
-    assert data.eval_results[0].metric_args == {"k": 200, "t": 0.1}
-    assert data.eval_results[3].metric_config == "protocol=reference"
-    assert data.eval_results[3].metric_args == {"protocol": "reference", "epochs": 100, "lr": 1.0}
+    assert data.eval_results[0].metric_args == data.eval_results[1].metric_args == {"k": 200, "t": 0.1}
+    assert data.eval_results[5].metric_config == "protocol=reference"
+    assert data.eval_results[5].metric_args == {"protocol": "reference", "epochs": 100, "lr": 1.0}
 
 
 def test_card_body_says_what_it_is_how_to_use_it_and_how_it_was_measured():
@@ -168,7 +172,10 @@ def test_weights_provenance_fills_in_for_a_model_outside_the_registry():
     assert facts["training"] == {"epochs": 5}
     assert facts["paper"].startswith("Bootstrap Your Own Latent")  # the method's paper, from the registry
     card = parse(build_card(facts, files=("model.safetensors",)))
-    assert [r.metric_name for r in card.data.eval_results] == ["kNN top-1 (k=20, t=0.07)"]
+    assert [(r.metric_name, r.metric_value) for r in card.data.eval_results] == [
+        ("kNN top-1 (k=20, t=0.07)", 50.0),
+        ("kNN top-5 (k=20, t=0.07)", 90.0),
+    ]
     assert 'sslzoo.load("path/to/this/folder")' in card.text
     assert (
         "sslzoo-export my-run --to onnx --out my-run" in card.text
@@ -232,8 +239,9 @@ def test_the_zoo_table_lists_every_model_with_measured_numbers_only(zoo_json):
     ) in rows
     assert "| linear top-1 (fast probe) | linear top-1 (reference probe) |" in table
     # A reference-only result lands in the reference column, an unnamed one in neither.
-    record_results("byol-resnet18-cifar10", metrics={"linear": {"reference": {"top1": 77.7}}})
-    record_results("supcon-resnet18-cifar10", metrics={"linear": {"top1": 66.6}}, weights="hub")
+    measured_on = {"weights_sha256": "ab" * 32}  # neither entry has a published file yet
+    record_results("byol-resnet18-cifar10", metrics={"linear": {"reference": {"top1": 77.7}}, **measured_on})
+    record_results("supcon-resnet18-cifar10", metrics={"linear": {"top1": 66.6}, **measured_on}, weights="hub")
     rows = zoo_tables().splitlines()
     assert any("| byol | resnet18 | not yet measured | not yet measured | 77.70 |" in row for row in rows)
     assert any("| supcon (labels) | resnet18 | not yet measured | not yet measured | not yet measured |" in row

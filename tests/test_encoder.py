@@ -61,6 +61,21 @@ def test_save_and_load_round_trip_is_bit_exact(encoder, tmp_path):
     assert loaded.config == encoder.config
 
 
+@pytest.mark.parametrize("max_shard_size", [None, "5MB"])
+def test_saved_weights_are_as_readable_as_the_other_files(encoder, tmp_path, max_shard_size):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        encoder.save_pretrained(tmp_path / "model", max_shard_size=max_shard_size)
+    finally:
+        os.umask(old)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in (tmp_path / "model").iterdir()}
+    assert len(modes) > 3 if max_shard_size else len(modes) == 3
+    assert set(modes.values()) == {0o644}, modes  # safetensors alone would leave the weights 0600
+
+
 def test_from_pretrained_of_the_hub_mixin_reads_the_same_folder(encoder, tmp_path):
     encoder.save_pretrained(tmp_path)
     loaded = sslzoo.Encoder.from_pretrained(tmp_path, strict=True)

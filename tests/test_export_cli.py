@@ -55,6 +55,20 @@ FULL_FOLDER = {
 }
 
 
+def eval_report(model_dir):
+    """`sslzoo-eval RUN/model --dataset cifar10 --json` as it prints it (numbers abridged)."""
+    return {
+        "model": str(model_dir),
+        "weights_sha256": sha256_of(model_dir / "model.safetensors"),
+        "dataset": "cifar10",
+        "train_images": 50000,
+        "test_images": 10000,
+        "knn": {"k200_t0.1": {"top1": 31.5, "top5": 76.0}, "k20_t0.07": {"top1": 30.25, "top5": 70.5}},
+        "linear": {"fast": {"protocol": "fast", "epochs": 100, "lr": 0.03, "top1": 35.5, "top5": 85.25}},
+        "seconds": 12.0,
+    }
+
+
 def make_run(root, provenance=PROVENANCE, seed=0):
     """A finished training run as sslzoo-train leaves it: RUN/model/ and RUN/metrics.jsonl."""
     torch.manual_seed(seed)
@@ -81,8 +95,10 @@ def run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def folder(run, tmp_path_factory):
     root, _ = run
+    report = root / "eval.json"
+    report.write_text(json.dumps(eval_report(root / "model")))
     out = tmp_path_factory.mktemp("exports") / NAME
-    result = export(root / "model", "--to", "all", "--out", out)
+    result = export(root / "model", "--to", "all", "--out", out, "--eval-json", report)
     assert result.exit_code == 0, result.output
     return out, result.output
 
@@ -98,7 +114,10 @@ def test_the_folder_loads_back_bit_exactly(folder, run):
     out, _ = folder
     _, encoder = run
     loaded = sslzoo.load(out)
-    assert loaded.config == encoder.config
+    # The same config, but the numbers stored with the weights are now those measured on them.
+    assert loaded.provenance["metrics"]["weights_sha256"] == sha256_of(out / "model.safetensors")
+    assert {**loaded.provenance, "metrics": PROVENANCE["metrics"]} == encoder.provenance
+    assert {**loaded.config, "provenance": None} == {**encoder.config, "provenance": None}
     for key, tensor in encoder.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], tensor), key
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
@@ -128,13 +147,17 @@ def test_results_json_records_numbers_checksums_and_parity(folder):
     }
     assert results["metrics"] == {
         "knn": [
-            {"top1": 31.25, "top5": 75.0, "k": 200, "t": 0.1},
-            {"top1": 30.0, "top5": 71.5, "k": 20, "t": 0.07},
+            {"top1": 31.5, "top5": 76.0, "k": 200, "t": 0.1},
+            {"top1": 30.25, "top5": 70.5, "k": 20, "t": 0.07},
         ],
+        "linear": [{"protocol": "fast", "epochs": 100, "lr": 0.03, "top1": 35.5, "top5": 85.25}],
         "split": "test",
-        "train_images": 64,
-        "test_images": 32,
+        "weights_sha256": sha256_of(out / "model.safetensors"),  # measured on this very file
+        "dataset": "cifar10",
+        "train_images": 50000,
+        "test_images": 10000,
     }
+    assert sslzoo.load(out).provenance["metrics"] == results["metrics"]  # config.json says the same
     assert results["training"]["epochs"] == 2.0 and results["training"]["wall_time_s"] == 36.0
     assert results["onnx"]["max_abs_diff"] <= 1e-4 and results["onnx"]["parity_batch"] == 3
     assert results["dtype"] == "float32"
@@ -146,9 +169,17 @@ def test_the_card_parses_and_carries_model_index_results(folder):
     assert card.data.library_name == "sslzoo" and card.data.license == "mit"
     assert card.data.datasets == ["uoft-cs/cifar10"] and "simclr" in card.data.tags
     results = {result.metric_name: result.metric_value for result in card.data.eval_results}
-    assert results == {"kNN top-1 (k=200, t=0.1)": 31.25, "kNN top-1 (k=20, t=0.07)": 30.0}
+    assert results == {
+        "kNN top-1 (k=200, t=0.1)": 31.5,
+        "kNN top-5 (k=200, t=0.1)": 76.0,
+        "kNN top-1 (k=20, t=0.07)": 30.25,
+        "kNN top-5 (k=20, t=0.07)": 70.5,
+        "linear top-1 (fast probe, 100 epochs)": 35.5,
+        "linear top-5 (fast probe, 100 epochs)": 85.25,
+    }
     assert all(result.dataset_split == "test" for result in card.data.eval_results)
     text = card.text
+    assert f"measured on these weights: the file with sha256 `{sha256_of(out / 'model.safetensors')}`" in text
     assert "![Training loss and kNN top-1 per epoch](training_curves.png)" in text
     assert "| Epochs | 2 |" in text and "| Batch size | 8 |" in text
     assert (
@@ -156,9 +187,43 @@ def test_the_card_parses_and_carries_model_index_results(folder):
         in text
     )
     assert "SimCLR: A Simple Framework" in text  # the registry entry's paper
-    assert "Measured with 64 training images (kNN bank) and 32 test images." in text
+    assert "Measured with 50,000 training images (kNN bank and probe training set) and 10,000 test images." in text
     assert PROVENANCE["command"] in text
     assert 'sslzoo.load("path/to/this/folder")' in text  # a user's run: no Hub repo to point at
+
+
+def test_the_weights_are_the_sources_file_byte_for_byte_and_readable_by_all(folder, run):
+    import stat
+
+    out, _ = folder
+    root, _ = run
+    assert (out / "model.safetensors").read_bytes() == (root / "model" / "model.safetensors").read_bytes()
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in out.iterdir()}
+    assert set(modes.values()) == {0o644}, modes
+
+
+def test_without_an_evaluation_the_card_says_so_and_gives_the_training_monitor_apart(run, tmp_path):
+    root, _ = run
+    out = tmp_path / "unmeasured"
+    assert export(root / "model", "--to", "safetensors", "--out", out).exit_code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["metrics"] == {}  # the monitor measured the weights in memory, not this file
+    card = ModelCard.load(out / "README.md")
+    assert card.data.eval_results is None
+    assert "Not yet measured" in card.text and "sslzoo-eval path/to/this/folder --dataset cifar10" in card.text
+    assert "the kNN monitor measured 31.25 % top-1 (k=200, t=0.1) with 64 training images" in card.text
+
+
+def test_numbers_of_other_weights_are_refused(run, tmp_path):
+    root, _ = run
+    report = tmp_path / "eval.json"
+    report.write_text(json.dumps(eval_report(root / "model")))  # of the float32 file
+    result = export(root / "model", "--to", "safetensors", "--fp16", "--eval-json", report, "--out", tmp_path / "half")
+    assert_one_line_error(result, "measured on weights with sha256", "not on the weights exported")
+    report.write_text(json.dumps({**eval_report(root / "model"), "weights_sha256": None}))
+    result = export(root / "model", "--to", "safetensors", "--eval-json", report, "--out", tmp_path / "none")
+    assert_one_line_error(result, "do not say which weights file")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["eval.json"]
 
 
 def test_re_exporting_the_same_weights_needs_no_overwrite(folder, run, tmp_path):
@@ -290,6 +355,8 @@ def test_help_explains_every_option():
         "--to",
         "--out",
         "--fp16",
+        "--fp32",
+        "--eval-json",
         "--overwrite",
         "--metrics-log",
         "--push",
@@ -358,3 +425,38 @@ def test_sigterm_during_an_export_leaves_no_staging_folder(run, tmp_path):
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 143
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_zoo_model_exports_its_published_file_byte_for_byte(tmp_path):
+    from sslzoo.loading import bundled_weights_dir
+
+    name = sslzoo.default_model()
+    info, bundled = sslzoo.model_info(name), bundled_weights_dir(name)
+    out = tmp_path / "published"
+    result = export(name, "--to", "safetensors", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert sha256_of(out / "model.safetensors") == info.sha256  # what a push uploads is what load checks
+    assert (out / "training_curves.png").read_bytes() == (bundled / "training_curves.png").read_bytes()
+    results = json.loads((out / "results.json").read_text())
+    assert results["dtype"] == "float16" and results["metrics"] == info.metrics
+    assert sslzoo.load(out).provenance["metrics"] == info.metrics  # config.json: the same numbers
+    card = ModelCard.load(out / "README.md")
+    values = {result.metric_name: result.metric_value for result in card.data.eval_results}
+    headline = info.metrics["knn"][0]
+    assert values["kNN top-1 (k=200, t=0.1)"] == headline["top1"]
+    assert values["kNN top-5 (k=200, t=0.1)"] == headline["top5"]
+    assert f"measured on these weights: the file with sha256 `{info.sha256}`" in card.text
+    assert "![Training loss and kNN top-1 per epoch](training_curves.png)" in card.text
+
+    # float32 only when asked: the same values, so the same numbers, said to be the published file's.
+    wide = tmp_path / "fp32"
+    assert export(name, "--to", "safetensors", "--fp32", "--out", wide).exit_code == 0
+    assert sha256_of(wide / "model.safetensors") != info.sha256
+    with safe_open(wide / "model.safetensors", "pt") as handle:
+        assert handle.get_tensor("conv1.weight").dtype == torch.float32
+    assert torch.equal(sslzoo.load(wide).conv1.weight, sslzoo.load(name).conv1.weight)
+    card = ModelCard.load(wide / "README.md")
+    assert {result.metric_name: result.metric_value for result in card.data.eval_results} == values
+    assert f"measured on the published weights file (sha256 `{info.sha256}`); this folder's float32" in card.text
+    assert 'sslzoo.load("path/to/this/folder")' in card.text  # not the zoo name: that loads the float16 file
+    assert export(name, "--fp16", "--fp32", "--out", tmp_path / "both").exit_code != 0

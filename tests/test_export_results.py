@@ -89,29 +89,32 @@ def test_record_results_updates_the_entry_and_the_library_sees_it(zoo_json, tmp_
     before = json.loads(zoo_json.read_text())
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(b"published weights")
+    sha = sha256_of(weights)
     info = record_results(
         "byol-resnet18-cifar10",
-        metrics={"knn": {"k200_t0.1": 0.8688}},
+        metrics={"knn": {"k200_t0.1": 0.8688}, "weights_sha256": sha},
         training={"epochs": 200, "batch_size": 512, "wall_time_s": 5400.0},
         weights="hub",
         weights_file=weights,
     )
-    assert info.metrics == {"knn": [{"k": 200, "t": 0.1, "top1": 86.88}], "split": "test"}
-    assert info.sha256 == sha256_of(weights) and info.weights == "hub"
+    assert info.metrics == {"knn": [{"k": 200, "t": 0.1, "top1": 86.88}], "split": "test", "weights_sha256": sha}
+    assert info.sha256 == sha and info.weights == "hub"
     assert sslzoo.model_info("byol-resnet18-cifar10") == info
     assert "byol-resnet18-cifar10" in sslzoo.list_models(trained=True)
 
-    record_results(
+    record_results(  # more numbers of the same file
         "byol-resnet18-cifar10",
-        metrics={"knn": [{"k": 20, "t": 0.07, "top1": 85.0}], "linear": {"top1": 90.1}},
+        metrics={"knn": [{"k": 20, "t": 0.07, "top1": 85.0}], "linear": {"top1": 90.1}, "weights_sha256": sha},
         training={"device": "NVIDIA H100"},
     )
     merged = sslzoo.model_info("byol-resnet18-cifar10")
     assert [(e["k"], e["top1"]) for e in merged.metrics["knn"]] == [(200, 86.88), (20, 85.0)]
     assert merged.metrics["linear"] == [{"protocol": None, "top1": 90.1}]
-    record_results("byol-resnet18-cifar10", metrics={"linear": {"reference": {"top1": 91.0}}})
-    record_results("byol-resnet18-cifar10", metrics={"linear": {"fast": {"top1": 80.0}}})
-    record_results("byol-resnet18-cifar10", metrics={"linear": {"fast": {"top1": 81.0}}})  # replaces fast only
+    record_results("byol-resnet18-cifar10", metrics={"linear": {"reference": {"top1": 91.0}}, "weights_sha256": sha})
+    record_results("byol-resnet18-cifar10", metrics={"linear": {"fast": {"top1": 80.0}}, "weights_sha256": sha})
+    record_results(  # replaces fast only
+        "byol-resnet18-cifar10", metrics={"linear": {"fast": {"top1": 81.0}}, "weights_sha256": sha}
+    )
     protocols = [(e["protocol"], e["top1"]) for e in sslzoo.model_info("byol-resnet18-cifar10").metrics["linear"]]
     assert protocols == [("fast", 81.0), ("reference", 91.0), (None, 90.1)]
     assert merged.training == {
@@ -136,6 +139,29 @@ def test_record_results_refuses_bad_input(zoo_json, tmp_path):
     with pytest.raises(ConfigError, match="say where the weights are published"):
         record_results("byol-resnet18-cifar10", weights_file=tmp_path / "w")
     assert sslzoo.model_info("byol-resnet18-cifar10").sha256 is None
+
+
+def test_numbers_are_recorded_only_beside_the_file_they_were_measured_on(zoo_json, tmp_path):
+    published, other = tmp_path / "fp16.safetensors", tmp_path / "fp32.safetensors"
+    published.write_bytes(b"the half-precision file users download")
+    other.write_bytes(b"the float32 weights of the run")
+    name = "byol-resnet18-cifar10"
+    knn = {"knn": {"k200_t0.1": {"top1": 50.12, "top5": 93.67}}}
+    with pytest.raises(ConfigError, match=f"do not say which weights file .*`sslzoo-eval {tmp_path} --dataset cifar10 --json`"):
+        record_results(name, metrics=knn, weights="hub", weights_file=published)
+    with pytest.raises(ConfigError, match=f"measured on weights with sha256 {sha256_of(other)}.*{sha256_of(published)}"):
+        record_results(name, metrics={**knn, "weights_sha256": sha256_of(other)}, weights="hub", weights_file=published)
+    assert sslzoo.model_info(name).metrics == {} and sslzoo.model_info(name).sha256 is None  # nothing written
+
+    info = record_results(name, metrics={**knn, "weights_sha256": sha256_of(published)}, weights="hub", weights_file=published)
+    assert info.sha256 == info.metrics["weights_sha256"] == sha256_of(published)
+    # Later numbers must be of the published file too; a new file needs its own numbers.
+    with pytest.raises(ConfigError, match="measured on weights with sha256"):
+        record_results(name, metrics={**knn, "weights_sha256": sha256_of(other)})
+    with pytest.raises(ConfigError, match=r"recorded numbers were measured on .* not on .*fp32.safetensors"):
+        record_results(name, weights_file=other)
+    info = record_results(name, metrics={**knn, "weights_sha256": sha256_of(other)}, weights_file=other)
+    assert info.sha256 == info.metrics["weights_sha256"] == sha256_of(other)
 
 
 def make_finished_run(root):
@@ -178,11 +204,15 @@ EVAL_REPORT = {
 }
 
 
+def eval_report_of(model_dir):
+    return {**EVAL_REPORT, "weights_sha256": sha256_of(model_dir / "model.safetensors")}
+
+
 def test_record_run_makes_a_run_loadable_by_name_with_its_checksum(zoo_json, tmp_path, monkeypatch):
     # The package may bundle this name's real weights; this test's run must be the one found.
     monkeypatch.setattr(sslzoo.loading, "bundled_weights_dir", lambda name: tmp_path / "nothing-bundled" / name)
     run = make_finished_run(tmp_path / "run")
-    info = record_run(run, eval_report=EVAL_REPORT)
+    info = record_run(run, eval_report=eval_report_of(run / "model"))
     assert info.name == "simclr-resnet18-cifar10" and info.weights == "hub"
     assert info.metrics == {
         "knn": [
@@ -196,6 +226,7 @@ def test_record_run_makes_a_run_loadable_by_name_with_its_checksum(zoo_json, tmp
         "test_images": 10000,
         "num_classes": 10,
         "feature_dim": 512,
+        "weights_sha256": sha256_of(run / "model" / "model.safetensors"),
     }  # no "model" (a local path) and no "seconds": they describe the call, not the weights
     assert info.training == {
         "epochs": 3.0,
@@ -216,17 +247,19 @@ def test_record_run_makes_a_run_loadable_by_name_with_its_checksum(zoo_json, tmp
         sslzoo.load(info.name)
 
 
-def test_record_run_without_an_eval_report_uses_the_runs_own_metrics(zoo_json, tmp_path):
+def test_record_run_takes_the_eval_report_of_the_file_not_the_training_monitor(zoo_json, tmp_path):
     run = make_finished_run(tmp_path / "run")
     result = CliRunner().invoke(tools, ["record", str(run), "--weights", "bundled"])
+    assert result.exit_code != 0  # the monitor measured the weights in memory, not the published file
+    assert "do not say which weights file" in result.output and "sslzoo-eval" in result.output
+    assert sslzoo.model_info("simclr-resnet18-cifar10").metrics == {}
+
+    report = tmp_path / "eval.json"
+    report.write_text(json.dumps(eval_report_of(run / "model")))
+    result = CliRunner().invoke(tools, ["record", str(run), "--weights", "bundled", "--eval-json", str(report)])
     assert result.exit_code == 0, result.output
     info = sslzoo.model_info("simclr-resnet18-cifar10")
-    assert info.weights == "bundled"
-    assert info.metrics == {
-        "knn": [{"top1": 25.0, "top5": 60.0, "k": 200, "t": 0.1}],
-        "split": "test",
-        "train_images": 64,
-    }
+    assert info.weights == "bundled" and info.metrics["knn"][0]["top1"] == 31.0
     assert f"Recorded simclr-resnet18-cifar10: weights=bundled, sha256={info.sha256}" in result.output
 
 

@@ -235,9 +235,9 @@ def test_every_network_failure_becomes_one_line(exported, recording_api, error):
 
 @pytest.mark.parametrize("bad", ["me/bad name", "me/tiny@v1", "me/..", "tiny-simclr"])
 def test_a_malformed_repo_id_is_refused_before_any_export(run_folder_for_push, bad, tmp_path, monkeypatch):
-    import sslzoo.export.cli as export_cli
+    import sslzoo.export.folder as export_folder  # the command imports it when it runs
 
-    monkeypatch.setattr(export_cli, "export_folder", lambda *a, **k: pytest.fail("exported before checking"))
+    monkeypatch.setattr(export_folder, "export_folder", lambda *a, **k: pytest.fail("exported before checking"))
     result = CliRunner().invoke(
         main, [str(run_folder_for_push), "--out", str(tmp_path / "out"), "--push", bad, "--dry-run"]
     )

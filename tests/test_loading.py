@@ -57,6 +57,18 @@ def test_folder_loads_in_eval_mode_on_the_requested_device(saved):
     assert torch.equal(features(encoder), features(sslzoo.load(str(saved))))
 
 
+def test_a_loaded_encoder_names_the_weights_file_it_came_from(saved, tmp_path):
+    from sslzoo.weight_files import weights_sha256
+
+    encoder = sslzoo.load(saved)
+    assert encoder.weights_sha256 == sha256_of(saved / "model.safetensors")
+    encoder.save_pretrained(tmp_path / "sharded", max_shard_size="5MB")
+    assert sslzoo.load(tmp_path / "sharded").weights_sha256 == weights_sha256(tmp_path / "sharded")
+    # Weights loaded by hand, or a model built in memory, are no longer that file's.
+    encoder.load_state_dict(sslzoo.Encoder().state_dict())
+    assert encoder.weights_sha256 is None and sslzoo.Encoder().weights_sha256 is None
+
+
 def test_hub_id_loads_from_a_hand_built_cache_offline(saved):
     hand_built_cache(saved, "someone/encoder")
     encoder = sslzoo.load("hf-hub:someone/encoder")
@@ -172,6 +184,7 @@ def test_bundled_default_matches_its_registered_checksum():
     assert sha256_of(bundled_weights_dir(name) / "model.safetensors") == info.sha256
     encoder = sslzoo.load(name)
     assert encoder.provenance.get("method") == info.method
+    assert encoder.weights_sha256 == info.sha256
 
 
 BAD_CONFIG_VALUES = [
@@ -245,3 +258,23 @@ def test_encoder_arguments_are_checked_like_a_config(tmp_path):
     with pytest.raises(sslzoo.ConfigError, match=r"^std: "):
         sslzoo.Encoder(std=(0.0, 0.0, 0.0))
     assert sslzoo.Encoder(input_size=32.0, mean=np.array([0.5, 0.5, 0.5])).config["input_size"] == 32
+
+
+def test_the_bundled_defaults_numbers_are_those_of_its_file():
+    """Registry, config.json, results.json and the card all carry the numbers measured on the shipped file."""
+    from sslzoo.export.results import normalise_metrics
+
+    from sslzoo.loading import bundled_weights_dir
+
+    name = sslzoo.default_model()
+    info = sslzoo.model_info(name)
+    folder = bundled_weights_dir(name)
+    assert info.metrics["weights_sha256"] == info.sha256 == sha256_of(folder / "model.safetensors")
+    config = json.loads((folder / "config.json").read_text())
+    results = json.loads((folder / "results.json").read_text())
+    assert normalise_metrics(config["provenance"]["metrics"]) == info.metrics
+    assert results["metrics"] == info.metrics and results["weights_sha256"] == info.sha256
+    card = (folder / "README.md").read_text()
+    assert f"sha256 `{info.sha256}`" in card
+    for entry in info.metrics["knn"]:
+        assert f"| {entry['top1']:.2f} | {entry['top5']:.2f} |" in card

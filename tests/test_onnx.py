@@ -93,8 +93,10 @@ def test_cuda_is_asked_for_first_only_where_it_works(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert sslzoo_onnx.default_providers() == ["CPUExecutionProvider"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    import onnxruntime
+
     monkeypatch.setattr(
-        sslzoo_onnx.ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
     )
     assert sslzoo_onnx.default_providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
 

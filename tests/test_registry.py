@@ -7,6 +7,7 @@ import json
 import pytest
 
 import sslzoo
+from sslzoo import registry
 from sslzoo.registry import registry_path
 
 METHODS = ["simclr", "mocov2", "byol", "supcon", "spectral", "mixco", "selfcon", "minc", "batchfusion", "iecl"]
@@ -47,7 +48,8 @@ def test_unknown_name_lists_the_closest_names():
 def test_registry_never_claims_metrics_without_weights():
     data = json.loads(registry_path().read_text())
     for entry in data["models"]:
-        assert entry["weights"] in ("bundled", "hub", "none")
+        assert entry["weights"] in ("bundled", "hub", "history", "none")
+        assert registry.check_entry(entry) is None, entry["name"]
         if entry["weights"] == "none":
             assert entry["metrics"] == {} and entry["sha256"] is None, entry["name"]
         else:

@@ -22,6 +22,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 from PIL import Image  # noqa: E402
 from sslzoo.serve import app as serve_app  # noqa: E402
 from sslzoo.serve import cli  # noqa: E402
+from sslzoo.serve import gallery as serve_gallery  # noqa: E402
 from sslzoo.serve.app import (  # noqa: E402
     ModelChoice,
     QueryInputError,
@@ -350,7 +351,7 @@ def test_cli_wires_options_into_the_server(model_folder, tmp_path, monkeypatch):
         launched.update(kwargs, demo=demo)
         return "http://127.0.0.1:1/"
 
-    monkeypatch.setattr(cli, "launch", fake_launch)
+    monkeypatch.setattr(serve_app, "launch", fake_launch)  # the command imports the demo when it runs
     monkeypatch.setattr(gr.Blocks, "block_thread", lambda self: None)
     result = CliRunner().invoke(
         cli.main,
@@ -382,8 +383,8 @@ def test_cli_checks_host_and_port_before_preparing_anything(model_folder, monkey
     def never(*args, **kwargs):
         raise AssertionError("preparation started before the address was checked")
 
-    monkeypatch.setattr(cli, "RetrievalService", never)
-    monkeypatch.setattr(cli, "resolve_gallery", never)
+    monkeypatch.setattr(serve_app, "RetrievalService", never)
+    monkeypatch.setattr(serve_gallery, "resolve_gallery", never)
     runner = CliRunner()
     result = runner.invoke(cli.main, ["--model", str(model_folder), "--host", "no-such-host.invalid"])
     assert result.exit_code == 2 and "'no-such-host.invalid' does not resolve" in result.output
@@ -406,7 +407,7 @@ def test_cli_warns_when_open_to_the_network_and_wires_logins(model_folder, tmp_p
         launched.update(kwargs)
         return "http://0.0.0.0:1/"
 
-    monkeypatch.setattr(cli, "launch", fake_launch)
+    monkeypatch.setattr(serve_app, "launch", fake_launch)  # the command imports the demo when it runs
     monkeypatch.setattr(gr.Blocks, "block_thread", lambda self: None)
     monkeypatch.delenv("SSLZOO_SERVE_AUTH", raising=False)
     base = ["--model", str(model_folder), "--backend", "torch", "--index-cache", str(tmp_path / "cache")]

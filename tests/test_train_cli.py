@@ -27,6 +27,7 @@ from sslzoo.train.datasets import load_split
 import sslzoo
 from sslzoo.evaluation import extract_features, knn_evaluate
 from sslzoo.methods.simclr import SimCLR
+from sslzoo.weight_files import weights_sha256
 
 TINY = [
     "--method",
@@ -158,6 +159,8 @@ def test_eval_prints_knn_and_linear_accuracies_as_json(reference):
         512,
     )
     assert set(report["knn"]) == {"k200_t0.1", "k20_t0.07"}
+    # The numbers name the weights file they were measured on.
+    assert report["weights_sha256"] == weights_sha256(reference / "model")
     assert list(report["linear"]) == ["fast"]  # the CPU default
     fast = report["linear"]["fast"]
     assert (fast["protocol"], fast["epochs"], fast["lr"], fast["schedule"]) == ("fast", 3, 0.03, "cosine")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from sslzoo.train.datasets import DATASETS
-from sslzoo.train.recipes import available_recipes, load_recipe_file, parse_set, resolve_config
+from sslzoo.train.recipes import available_recipes, load_recipe_file, parse_set, resolve_config, settable_keys
 
 from sslzoo.errors import ConfigError
 from sslzoo.methods import METHOD_NAMES, method_hparams
@@ -175,3 +175,10 @@ def test_iecl_trains_at_a_small_batch_like_the_paper_claims():
     iecl, simclr = resolve_config("iecl", "cifar10"), resolve_config("simclr", "cifar10")
     assert iecl.batch_size == 128 < simclr.batch_size
     assert iecl.effective_lr == pytest.approx(simclr.lr * 128 / 256)
+
+
+def test_the_command_lines_catalog_names_every_setting():
+    """`sslzoo-train --help` lists the settings from a list that needs no PyTorch; it is TrainConfig's."""
+    from sslzoo.train.catalog import SETTABLE_KEYS
+
+    assert list(SETTABLE_KEYS) == settable_keys()

@@ -18,11 +18,31 @@ orchestration); `cli`.
 
 from __future__ import annotations
 
-from .builder import BuildOutcome, build
-from .engine import TrainResult, resume, train
-from .evaluate import evaluate_on_dataset
-from .plans import Plan, load_plan
-from .recipes import TrainConfig, available_recipes, resolve_config
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .builder import BuildOutcome, build
+    from .engine import TrainResult, resume, train
+    from .evaluate import evaluate_on_dataset
+    from .plans import Plan, load_plan
+    from .recipes import TrainConfig, available_recipes, resolve_config
+
+#: Each public name and its module, imported on first use: `sslzoo-train --help` then needs neither
+#: the engine nor its optional packages.
+_LAZY = {
+    "BuildOutcome": ".builder",
+    "build": ".builder",
+    "TrainResult": ".engine",
+    "resume": ".engine",
+    "train": ".engine",
+    "evaluate_on_dataset": ".evaluate",
+    "Plan": ".plans",
+    "load_plan": ".plans",
+    "TrainConfig": ".recipes",
+    "available_recipes": ".recipes",
+    "resolve_config": ".recipes",
+}
 
 __all__ = [
     "BuildOutcome",
@@ -37,3 +57,11 @@ __all__ = [
     "resume",
     "train",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sslzoo.train' has no attribute {name!r}")

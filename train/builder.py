@@ -1,9 +1,10 @@
 """The zoo builder: any window of compute time turned into finished, measured, publishable entries.
 
 `build(plan, runs, budget)` works through the plan in order. For the first unfinished entry it
-resumes the run from its checkpoint (or starts it), trains, and once training ends evaluates the
-model (kNN at both protocols and the plan's linear probes), exports it as a complete Hub
-repository (`RUNS/<name>/hub/`) and records the entry in `RUNS/results.json`; then the next one.
+resumes the run from its checkpoint (or starts it), trains, and once training ends writes the
+weights it will publish (`RUNS/<name>/hub/`), evaluates that very file (kNN at both protocols and
+the plan's linear probes, reported with the file's sha256), completes the folder as a Hub
+repository (ONNX, card, results) and records the entry in `RUNS/results.json`; then the next one.
 The linear probes are the plan's protocols (`fast`, `reference`: `sslzoo.evaluation.LINEAR_PROTOCOLS`),
 each result stored under its protocol's name, as `sslzoo-eval --json` reports it.
 It stops before the budget runs out, with a checkpoint written, and says there is more to do; the
@@ -127,12 +128,13 @@ class Builder:
             return "sigterm"
         self._worked = True
         started = time.monotonic()
-        report = evaluate_entry(entry, run.model, self.runtime, progress=self.progress)
+        hub = self._publish_weights(entry)  # the numbers are measured on the file that is published
+        published = time.monotonic()
+        report = evaluate_entry(entry, hub, self.runtime, progress=self.progress)
         evaluated = time.monotonic()
-        hub = self._export(entry, report)
-        record = self._record(
-            entry, report, hub, evaluate_s=evaluated - started, export_s=time.monotonic() - evaluated
-        )
+        self._export(entry, report)
+        export_s = (published - started) + (time.monotonic() - evaluated)
+        record = self._record(entry, report, hub, evaluate_s=evaluated - published, export_s=export_s)
         self.folder.add(record)
         self.say(describe(record))
         return None
@@ -170,25 +172,37 @@ class Builder:
                 ) from None
         return train(config, run.path, command=command, progress=self._bar(entry), stop_when=stop)
 
-    def _export(self, entry: PlanEntry, report: dict[str, Any]) -> Path:
+    def _publish_weights(self, entry: PlanEntry) -> Path:
+        """RUNS/<name>/hub/ with the weights as they will be published (config.json + weights, in
+        the plan's shards), before anything is measured."""
         from sslzoo.export.folder import export_folder
 
         run, hub = self.folder.run(entry.name), self.folder.hub(entry.name)
         self.folder.remove_partial_exports(entry.name)
         encoder = sslzoo.load(run.model)
-        encoder.provenance["metrics"] = {k: v for k, v in report.items() if k not in ("model", "seconds")}
         encoder.provenance["commit"] = self.commit
         if not entry.stand_in:  # a stand-in is not the zoo's model: its folder keeps its own name
             encoder.provenance["name"] = entry.name
+        export_folder(
+            encoder, hub, to="safetensors", max_shard_size=entry.export.max_shard_size, overwrite=True
+        )
+        return hub
+
+    def _export(self, entry: PlanEntry, report: dict[str, Any]) -> Path:
+        """The Hub folder completed around its published weights (copied byte for byte): the ONNX
+        graph, the card and results.json with the numbers measured on those weights."""
+        from sslzoo.export.folder import export_folder
+
+        run, hub = self.folder.run(entry.name), self.folder.hub(entry.name)
         repo_id = None if entry.stand_in else registry.model_info(entry.name).hub_repo
         export_folder(
-            encoder,
+            hub,
             hub,
             to=entry.export.to,
-            max_shard_size=entry.export.max_shard_size,
             overwrite=True,
             repo_id=repo_id,
             metrics_log=run.metrics if run.metrics.is_file() else None,
+            metrics={k: v for k, v in report.items() if k not in ("model", "seconds")},
         )
         return hub
 
@@ -229,7 +243,7 @@ class Builder:
             "hub_dir": str(hub.relative_to(self.folder.path)),
             "commit": self.commit,
             "command": provenance.get("command") or entry.command(run.path, self.runtime),
-            "eval_command": eval_command(entry, run.model, self.runtime),
+            "eval_command": eval_command(entry, hub, self.runtime),
             "build_command": self.command,
             "sslzoo_version": sslzoo.__version__,
             "finished_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

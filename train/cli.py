@@ -11,10 +11,9 @@ from typing import Any
 
 import click
 
-from sslzoo.errors import SslzooError
+from sslzoo.errors import MissingExtraError, SslzooError
 
-from .datasets import DATASETS
-from .recipes import available_recipes, settable_keys
+from .catalog import DATASETS, SETTABLE_KEYS, available_recipes
 
 TRAIN_EPILOG = f"""\b
 Any setting can also be changed with --set KEY=VALUE (repeatable; values are TOML):
@@ -27,7 +26,7 @@ Any setting can also be changed with --set KEY=VALUE (repeatable; values are TOM
   --set workers=8                   DataLoader workers for image folders
 Every value is checked against its type and range before any data loads.
 \b
-Top-level keys: {", ".join(settable_keys())}.
+Top-level keys: {", ".join(SETTABLE_KEYS)}.
 \b
 A plan builds many zoo entries in priority order (train/plans/*.toml), in as many calls as it takes:
   sslzoo-train --plan zoo --out runs/zoo --data-dir data --budget-minutes 25
@@ -208,7 +207,7 @@ def train_main(
     and finally model/, an encoder folder that sslzoo.load reads. Under torchrun, every process runs
     this same command.
     """
-    from . import engine
+    engine = _training_engine()
     from .recipes import parse_set, resolve_config
 
     _setup_logging()
@@ -275,11 +274,27 @@ def train_main(
     )
 
 
+def _training_engine() -> Any:
+    """`sslzoo.train.engine`, or the one-line error that says which extra brings what it needs."""
+    try:
+        from . import engine
+    except MissingExtraError as error:
+        raise click.ClickException(str(error)) from None
+    except ImportError as error:  # a package the training extra brings, imported by name
+        raise click.ClickException(
+            f"sslzoo-train needs {error.name or error}, which is not installed here. "
+            "Install it with: pip install 'sslzoo[train]'"
+        ) from None
+    return engine
+
+
 def _run_plan(
     plan_ref: str, out: Path, budget_minutes: float | None, dry_run: bool, runtime: dict[str, Any], command: str
 ) -> None:
     """`--plan`: the dry-run table, or one call of the builder; exits 75 while there is more to do."""
     from tqdm.auto import tqdm
+
+    _training_engine()  # the builder trains, evaluates and exports: say first what is missing
 
     from .budget import process_age
     from .builder import build, plan_status

@@ -25,7 +25,8 @@ from sslzoo.loading import sslzoo_home
 from sslzoo.preprocessing import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, open_image
 from sslzoo.registry import registry_data
 
-DATASETS = ("cifar10", "cifar100", "stl10", "imagenet100", "imagefolder", "fake")
+from .catalog import DATASETS
+
 IN_MEMORY = ("cifar10", "cifar100", "stl10", "fake")
 SPLITS = ("pretrain", "train", "test")
 

@@ -143,6 +143,8 @@ def evaluate_on_dataset(
     protocol's own (the reference probe's decay epochs move with its length). `report["linear"]`
     maps each protocol to its result: accuracy, protocol name and settings.
     `per_class` adds the k=200 kNN's accuracy per class and confusion matrix, with the class names.
+    `weights_sha256` names the weights file measured (`Encoder.weights_sha256`: None for an
+    encoder that was not loaded from one); the registry records numbers only with it.
     """
     started = time.perf_counter()
     protocols = linear_protocols(linear_protocol) if linear else ()
@@ -155,6 +157,7 @@ def evaluate_on_dataset(
         encoder, dataset, "test", size=test_size, seed=2, workers=workers, progress=progress, **common
     )
     report: dict[str, Any] = {
+        "weights_sha256": encoder.weights_sha256,
         "dataset": dataset,
         "train_images": len(train_x),
         "test_images": len(test_x),

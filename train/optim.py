@@ -11,9 +11,11 @@ import warnings
 from typing import Any
 
 import torch
-from timm.optim import Lars
 
 from sslzoo.errors import ConfigError
+from sslzoo.extras import require
+
+Lars = require("timm.optim", "train", "Training").Lars
 
 
 def build_optimizer(

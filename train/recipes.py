@@ -21,8 +21,6 @@ import math
 import tomllib
 import typing
 from dataclasses import asdict, dataclass, field, fields
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from sslzoo.backbones import BACKBONES, STEMS
@@ -43,7 +41,8 @@ from sslzoo.limits import (
 )
 from sslzoo.methods import PLUGIN_NAMES, validate_hparams
 
-from .datasets import DATASETS, dataset_facts
+from .catalog import DATASETS, available_recipes, recipes_dir
+from .datasets import dataset_facts
 
 #: Settings of one augmented view; every key of `[augment]` must be one of these.
 AUGMENT_DEFAULTS: dict[str, Any] = {
@@ -202,15 +201,6 @@ LIMITS: dict[str, Limit] = {
 _RECIPE_ONLY = ("inherits", "dataset")
 #: `TrainConfig` fields a recipe file may not set (they describe the run, not the method).
 _NOT_IN_RECIPES = ("method", "dataset", "recipe", "device", "data_dir", "download", "max_steps", "compile")
-
-
-def recipes_dir() -> Path:
-    return Path(str(resources.files(__package__).joinpath("recipes")))
-
-
-def available_recipes() -> list[str]:
-    """Method names that have a recipe file."""
-    return sorted(path.stem for path in recipes_dir().glob("*.toml"))
 
 
 def load_recipe_file(method: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:

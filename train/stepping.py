@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from .augment import build_augmentation, view_generator
 from .optim import build_optimizer, lr_at, set_lr
@@ -82,18 +83,22 @@ class Stepper:
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Loss (detached, on the device: no sync) and the method's logs of step `step` (0-based)."""
         set_lr(self.optimizer, self.lr(step))
-        views = self.augment(images)
-        with self.runtime.autocast():
+        # The named regions are what a torch.profiler trace of a step is broken down by
+        # (benchmarks/step_profile.py); outside a profiler they cost a few microseconds.
+        with record_function("augment"):
+            views = self.augment(images)
+        with record_function("forward"), self.runtime.autocast():
             loss, logs = self.model(views, labels if self.supervised else None)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.method.after_step((step + 1) / self.total_steps)
+        with record_function("backward"):
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        with record_function("optimizer"):
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.method.after_step((step + 1) / self.total_steps)
         return loss.detach(), logs
 
     @property
