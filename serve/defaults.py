@@ -1,6 +1,6 @@
 """The demo's defaults and choices, readable without PyTorch, Gradio or FAISS.
 
-`sslzoo-serve` builds its options and `--help` from these, so help answers at once; the modules
+`sslzoo-serve` and `sslzoo-embed` build their options and `--help` from these, so help answers at once; the modules
 that use them (`app`, `extractor`, `gallery`, `index`) import them from here.
 """
 
@@ -20,3 +20,7 @@ BACKENDS = ("torch", "onnx", "onnx-int8")
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 #: `--gallery` value for the embedded 1,000 CIFAR-10 test images.
 DEFAULT_GALLERY_SPEC = "default"
+#: `sslzoo-embed --format`: embeddings as safetensors or .npy (with a JSON sidecar), or a FAISS index.
+EMBED_FORMATS = ("safetensors", "npy", "faiss")
+#: Seconds between the saves of a long `sslzoo-embed` run (what a kill can cost at most).
+EMBED_SAVE_EVERY = 120.0

@@ -40,17 +40,18 @@ from sslzoo.encoder import Encoder
 from sslzoo.errors import ConfigError
 from sslzoo.progress import progress_bar
 
+from .defaults import EMBED_FORMATS, EMBED_SAVE_EVERY
 from .extractor import FeatureExtractor
 from .image_files import ImageFile, find_images
 
-OUTPUT_FORMATS = ("safetensors", "npy", "faiss")
+OUTPUT_FORMATS = EMBED_FORMATS
 EMBEDDINGS_KEY = "embeddings"
 #: The sidecar of a FAISS output folder (a file output's sidecar is FILE.json).
 FOLDER_SIDECAR = "embedding.json"
 SIDECAR_KIND = "sslzoo-embeddings"
 SIDECAR_FORMAT = 1
 #: Seconds between two saves of the work done so far.
-SAVE_EVERY = 120.0
+SAVE_EVERY = EMBED_SAVE_EVERY
 
 
 class EmbeddingMismatchError(ConfigError):

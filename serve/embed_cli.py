@@ -10,9 +10,7 @@ import click
 
 from sslzoo.errors import SslzooError
 
-from .embed import OUTPUT_FORMATS, SAVE_EVERY, embed_images
-from .extractor import BACKENDS
-from .index import INDEX_KINDS
+from .defaults import BACKENDS, EMBED_FORMATS, EMBED_SAVE_EVERY, INDEX_KINDS
 
 #: Exit status of a run stopped by Ctrl+C or SIGTERM after saving its work (EX_TEMPFAIL, as sslzoo-train).
 EXIT_MORE_TO_DO = 75
@@ -33,7 +31,7 @@ SHOW_SKIPPED = 50
 @click.option(
     "--format",
     "format_",
-    type=click.Choice(OUTPUT_FORMATS),
+    type=click.Choice(EMBED_FORMATS),
     default=None,
     help="Output format [default: from the --out suffix; a folder for faiss].",
 )
@@ -116,6 +114,8 @@ def main(
         torch.set_num_threads(threads)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
+        from .embed import embed_images  # here, so --help answers without PyTorch or FAISS
+
         report = embed_images(
             model,
             inputs,
@@ -129,7 +129,7 @@ def main(
             overwrite=overwrite,
             index_kind=index_kind,
             cache_dir=cache_dir,
-            save_every=SAVE_EVERY,
+            save_every=EMBED_SAVE_EVERY,
         )
     except KeyboardInterrupt:
         click.echo(

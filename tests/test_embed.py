@@ -170,7 +170,7 @@ def test_sigterm_in_the_command_saves_and_exits_75(tmp_path, monkeypatch):
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # what the command's SIGTERM handler raises
 
-    monkeypatch.setattr("sslzoo.serve.embed_cli.embed_images", killed)
+    monkeypatch.setattr("sslzoo.serve.embed.embed_images", killed)  # imported by the command when it runs
     result = CliRunner().invoke(main, ["m", str(tmp_path / "in"), "--out", str(tmp_path / "e.npy")])
     assert result.exit_code == EXIT_MORE_TO_DO and "Run the same command again" in result.stderr
 
