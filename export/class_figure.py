@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from sslzoo.errors import ConfigError
+from sslzoo.extras import require
 
 #: Class names of the labelled datasets whose order is fixed (label index -> name).
 CLASS_NAMES = {
@@ -46,6 +45,9 @@ def plot_per_class(
     count = len(names)
     labelled = count <= LABELLED_TICKS
 
+    # Matplotlib comes with the export extra: `sslzoo-eval` itself runs on the core install.
+    Figure = require("matplotlib.figure", "export", "Drawing the per-class figure").Figure
+    FigureCanvasAgg = require("matplotlib.backends.backend_agg", "export", "Drawing the per-class figure").FigureCanvasAgg
     figure = Figure(figsize=(12, 5.2), layout="constrained")
     FigureCanvasAgg(figure)
     matrix, bars = figure.subplots(1, 2, width_ratios=[1.15, 1])

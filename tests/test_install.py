@@ -160,3 +160,20 @@ print(result.exit_code, result.output.strip())
     assert train.startswith("1 Error: ") and "pip install 'sslzoo[train]'" in train
     assert serve.startswith("1 Error: sslzoo-serve needs ") and "pip install 'sslzoo[serve]'" in serve
     assert not (tmp_path / "run").exists() and not (tmp_path / "out").exists()
+
+
+def test_the_demo_imports_with_the_serve_extra_alone():
+    """`pip install ".[serve]"` is the README's demo command: nothing the demo imports may come only
+    with another extra (the gallery map's matplotlib once did)."""
+    serve = {requirement_name(r) for r in PYPROJECT["project"]["optional-dependencies"]["serve"]}
+    modules = {"faiss-cpu": "faiss", "onnxruntime-gpu": "onnxruntime"}
+    provided = {modules.get(name, name) for name in serve} | {"pandas"}  # gradio brings pandas
+    blocked = tuple(name for name in OPTIONAL if name not in provided)
+    assert "timm" in blocked and "matplotlib" not in blocked
+    code = BLOCKER.replace(repr(OPTIONAL), repr(blocked)) + """
+import sslzoo.serve.app, sslzoo.serve.cli, sslzoo.serve.gallery_map, sslzoo.export.onnx, sslzoo.export.folder
+print("ok")
+"""
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("ok")
