@@ -193,6 +193,7 @@ class RetrievalService:
                     cache_dir=self.cache_dir,
                     model_id=key,
                     threads=self.threads,
+                    onnx_in_background=True,  # answer with PyTorch while the first export runs
                 )
                 cache_dir = self.cache_dir or extractor.cache_dir
                 index = GalleryIndex.cached(

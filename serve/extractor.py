@@ -3,14 +3,21 @@
 Both backends share the encoder's own preprocessing, so they differ only in the network run:
 their features agree within 1e-4. ONNX Runtime is the faster choice on CPU (see
 `benchmarks/serve_latency.py`); the ONNX file comes from `sslzoo.export.onnx` and is cached by
-the model's fingerprint, so it is exported once per model.
+the model's fingerprint, so it is exported once per model. The first export takes up to a minute
+on CPU; a server has it made in a background process (`onnx_in_background=True`) and answers
+with PyTorch meanwhile, which is safe because the two backends' features agree.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import subprocess
+import sys
+import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +34,8 @@ from sslzoo.progress import progress_bar
 from sslzoo.weight_files import sha256_of
 
 from .defaults import BACKENDS
+
+_LOG = logging.getLogger("sslzoo.serve")
 
 #: Config keys that change what an encoder computes (provenance does not).
 _FEATURE_CONFIG_KEYS = ("backbone", "stem", "input_size", "mean", "std", "interpolation")
@@ -60,7 +69,10 @@ class FeatureExtractor:
     `model` is an `Encoder`, or anything `sslzoo.load` takes (registry name, folder,
     `hf-hub:org/repo`). `backend="onnx"` exports the encoder once (cached under `cache_dir/onnx/`)
     and runs it with ONNX Runtime on CPU, or CUDA when `device` is a GPU; `threads` caps ONNX
-    Runtime's intra-op threads (PyTorch follows `torch.set_num_threads`).
+    Runtime's intra-op threads (PyTorch follows `torch.set_num_threads`). With
+    `onnx_in_background=True` a missing fp32 export is made in a background process and PyTorch
+    embeds until it is ready (`running_backend` says which one runs now, `wait_for_backend`
+    waits); if the export fails, PyTorch stays, and the log says why.
 
     `backend="onnx-int8"` runs a statically quantized graph on the CPU, several times faster than
     fp32 there (`sslzoo.export.quantize`, `benchmarks/serve_latency.py`): the `model.int8.onnx` an
@@ -82,6 +94,7 @@ class FeatureExtractor:
         threads: int | None = None,
         calibration: Sequence[ImageLike] | str | os.PathLike | None = None,
         int8_graph: str | os.PathLike | None = None,
+        onnx_in_background: bool = False,
     ):
         if backend not in BACKENDS:
             raise ConfigError(f"Unknown backend {backend!r}; choose one of {list(BACKENDS)}.")
@@ -104,10 +117,15 @@ class FeatureExtractor:
         self.onnx_path: Path | None = None
         self.quantization: dict[str, Any] | None = None
         self._session: Any = None
-        if backend == "onnx":
-            self.onnx_path = self._cached_onnx()
-            self._session = self._open_session(self.onnx_path)
-            self._input_name = self._session.get_inputs()[0].name
+        self._backend_ready = threading.Event()
+        if backend == "torch":
+            self._backend_ready.set()
+        elif backend == "onnx":
+            if onnx_in_background and not self._onnx_file().is_file():
+                self.onnx_path = self._onnx_file()
+                threading.Thread(target=self._prepare_onnx_quietly, name="sslzoo-onnx-export", daemon=True).start()
+            else:
+                self._prepare_onnx()
         elif backend == "onnx-int8":
             self.onnx_path = self._int8_graph(model, calibration, int8_graph)
             from sslzoo.export.onnx import onnx_session
@@ -120,6 +138,34 @@ class FeatureExtractor:
             digest = hashlib.sha256(f"{self.fingerprint}:onnx-int8:".encode())
             digest.update(sha256_of(self.onnx_path).encode())
             self.fingerprint = digest.hexdigest()
+            self._backend_ready.set()
+
+    @property
+    def running_backend(self) -> str:
+        """The backend that embeds now: `backend`, or "torch" while the ONNX export is being made."""
+        return self.backend if self._session is not None else "torch"
+
+    def wait_for_backend(self, timeout: float | None = None) -> bool:
+        """Wait until the chosen backend runs (or its preparation has given up); True if it runs."""
+        self._backend_ready.wait(timeout)
+        return self.running_backend == self.backend
+
+    def _prepare_onnx(self, encoder: Encoder | None = None) -> None:
+        self.onnx_path = self._cached_onnx(encoder)
+        session = self._open_session(self.onnx_path, encoder)
+        self._input_name = session.get_inputs()[0].name
+        self._session = session  # set last: embed_tensor switches over only to a complete session
+        self._backend_ready.set()
+
+    def _prepare_onnx_quietly(self) -> None:
+        try:
+            _export_in_a_process(self.encoder, self._onnx_file(), self.fingerprint)
+            self._prepare_onnx()
+            _LOG.info("%s: ONNX Runtime export ready, queries now run in ONNX Runtime", self.model_id)
+        except Exception as error:  # noqa: BLE001 - any failure leaves a working PyTorch backend
+            _LOG.warning("%s: the ONNX export failed (%s); queries keep running in PyTorch", self.model_id, error)
+        finally:
+            self._backend_ready.set()
 
     @property
     def num_features(self) -> int:
@@ -146,8 +192,9 @@ class FeatureExtractor:
 
     def embed_tensor(self, batch: torch.Tensor) -> np.ndarray:
         """Features of an already preprocessed (B, 3, S, S) float batch."""
-        if self._session is not None:
-            features = self._session.run(
+        session = self._session
+        if session is not None:
+            features = session.run(
                 None, {self._input_name: batch.numpy().astype(np.float32, copy=False)}
             )[0]
             features = torch.from_numpy(np.asarray(features, dtype=np.float32))
@@ -166,12 +213,15 @@ class FeatureExtractor:
             "backend": self.backend,
         }
 
-    def _cached_onnx(self) -> Path:
+    def _onnx_file(self) -> Path:
+        return self.cache_dir / "onnx" / f"{self.fingerprint[:24]}.onnx"
+
+    def _cached_onnx(self, encoder: Encoder | None = None) -> Path:
         from sslzoo.export.onnx import export_onnx  # the project's one ONNX exporter (parity-checked)
 
-        path = self.cache_dir / "onnx" / f"{self.fingerprint[:24]}.onnx"
+        path = self._onnx_file()
         if not path.is_file():  # export_onnx writes atomically: a crash never leaves half a file here
-            export_onnx(self.encoder, path)
+            export_onnx(encoder or self.encoder, path)
         return path
 
     def _int8_graph(
@@ -215,7 +265,7 @@ class FeatureExtractor:
         self.quantization = quantize_int8(self.encoder, self._cached_onnx(), path, calibration_set, holdout, source)
         return path
 
-    def _open_session(self, path: Path) -> Any:
+    def _open_session(self, path: Path, encoder: Encoder | None = None) -> Any:
         from sslzoo.export.onnx import onnx_session
 
         providers = ["CPUExecutionProvider"]
@@ -226,9 +276,41 @@ class FeatureExtractor:
         except Exception as error:  # a foreign or damaged file in the cache: export afresh, once
             path.unlink(missing_ok=True)
             try:
-                return onnx_session(self._cached_onnx(), providers=providers, threads=self.threads)
+                return onnx_session(self._cached_onnx(encoder), providers=providers, threads=self.threads)
             except Exception:
                 raise ConfigError(f"ONNX Runtime cannot open {path}: {error}") from error
+
+
+def _export_in_a_process(encoder: Encoder, path: Path, fingerprint: str) -> None:
+    """Export `encoder` to `path` in a child process at low priority.
+
+    Not in a thread: tracing holds the GIL for most of the export, so a server exporting in a
+    thread of its own answers nothing meanwhile (measured: the first search of a fresh
+    `sslzoo-serve` came after 19 s with a thread, 12 s with this process, on a busy 2-core CPU).
+    """
+    with tempfile.TemporaryDirectory(prefix="sslzoo-onnx-") as scratch:
+        encoder.save_pretrained(scratch)
+        command = [sys.executable, "-c", "from sslzoo.serve.extractor import export_worker; export_worker()"]
+        result = subprocess.run(
+            [*command, scratch, str(path), fingerprint], capture_output=True, text=True, check=False
+        )
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout or "no output").strip().splitlines()
+        raise ConfigError(f"the export process failed: {lines[-1] if lines else result.returncode}")
+
+
+def export_worker() -> None:
+    """The child of `_export_in_a_process`: argv is the saved encoder's folder, the target, its fingerprint."""
+    from sslzoo.export.onnx import export_onnx
+
+    folder, target, fingerprint = sys.argv[1:4]
+    if hasattr(os, "nice"):
+        os.nice(10)  # the server's queries come first
+    torch.set_num_threads(1)
+    encoder = load(folder)
+    if model_fingerprint(encoder) != fingerprint:
+        raise SystemExit("the saved encoder does not match the one being served")
+    export_onnx(encoder, target)
 
 
 def _model_id_of(ref: str | os.PathLike) -> str:

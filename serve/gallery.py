@@ -2,7 +2,9 @@
 
 The embedded default (1,000 CIFAR-10 test images, 100 per class) ships inside the package as
 safetensors pixels plus a JSON sidecar, so the demo runs on a machine with no network and no
-dataset download. Any folder of images with one subfolder per class works as well.
+dataset download. Any folder of images works as well: one subfolder per class (the subfolder
+names are the labels), or a flat folder of unlabelled images ("search my photos"), whose
+neighbours are named by file.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from sslzoo.preprocessing import open_image, to_uint8_chw
 from .defaults import DEFAULT_GALLERY_SPEC
 
 DEFAULT_GALLERY_NAME = "cifar10-test-1000"
+#: The label of every item of an unlabelled gallery (a flat folder of photos).
+UNLABELLED = -1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 #: The files of a saved `GalleryIndex` (see `sslzoo.serve.index`).
@@ -36,13 +40,14 @@ METADATA_FILE = "metadata.json"
 SAVED_INDEX_KEY = "index_dir"
 _PIXELS_FILE = "cifar10_gallery.safetensors"
 _META_FILE = "cifar10_gallery.json"
+FEATURES_FILE = "cifar10_gallery_features.safetensors"
 
 
 @dataclass
 class Gallery:
-    """Labelled images: pixels held in memory (`images`) or files on disk (`paths`).
+    """Images, labelled or not: pixels held in memory (`images`) or files on disk (`paths`).
 
-    `ids` name the items to users (a file's path relative to the gallery root, or the source
+    An unlabelled gallery has no `class_names` and every label is `UNLABELLED`. `ids` name the items to users (a file's path relative to the gallery root, or the source
     index of an embedded image); `fingerprint` hashes the content, so a cached index is reused
     only for the very same gallery.
     """
@@ -69,7 +74,10 @@ class Gallery:
             )
         if count == 0:
             raise ConfigError(f"Gallery {self.name!r} is empty; it needs at least one image.")
-        if self.labels.min() < 0 or self.labels.max() >= len(self.class_names):
+        if not self.class_names:
+            if (self.labels != UNLABELLED).any():
+                raise ConfigError(f"Gallery {self.name!r} has labels but no class names.")
+        elif self.labels.min() < 0 or self.labels.max() >= len(self.class_names):
             raise ConfigError(
                 f"Gallery {self.name!r}: labels must index its {len(self.class_names)} class names."
             )
@@ -96,8 +104,17 @@ class Gallery:
             image.thumbnail((max_side, max_side))
         return image
 
-    def class_name(self, index: int) -> str:
-        return self.class_names[int(self.labels[index])]
+    @property
+    def labelled(self) -> bool:
+        """Whether items carry classes (class subfolders, CIFAR) or only file names (a photo folder)."""
+        return bool(self.class_names)
+
+    def class_name(self, index: int) -> str | None:
+        return self.class_names[int(self.labels[index])] if self.labelled else None
+
+    def display_name(self, index: int) -> str:
+        """What a result shows: its class, or for an unlabelled gallery its file name."""
+        return self.class_name(index) or Path(self.ids[index]).name
 
     def subset(self, indices: Sequence[int], name: str | None = None) -> Gallery:
         """A gallery of the chosen items (for quick demos and tests); its fingerprint changes with them."""
@@ -171,38 +188,50 @@ class Gallery:
 
     @classmethod
     def from_folder(cls, root: str | os.PathLike) -> Gallery:
-        """A gallery from `root/<class name>/**/<image>`: each subfolder of `root` is one class."""
+        """A gallery from a folder: `root/<class name>/**/<image>` (each subfolder one class), or,
+        when `root` itself holds image files, every image under it, unlabelled.
+        """
         root = Path(root).expanduser().resolve()
         if not root.is_dir():
             raise ConfigError(
-                f"Gallery folder {root} does not exist; pass a folder with one subfolder per class."
+                f"Gallery folder {root} does not exist; pass a folder of images, or one with a "
+                "subfolder of images per class."
             )
-        class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        flat = any(_is_image(path) for path in root.iterdir())
+        if flat:
+            groups = [(UNLABELLED, root)]
+            class_names: list[str] = []
+        else:
+            class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+            groups = list(enumerate(class_dirs))
+            class_names = [d.name for d in class_dirs]
         paths, labels, ids = [], [], []
         digest = hashlib.sha256()
-        for label, class_dir in enumerate(class_dirs):
-            for path in sorted(class_dir.rglob("*")):
-                if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+        for label, folder in groups:
+            for path in sorted(folder.rglob("*")):
+                relative_parts = path.relative_to(root).parts
+                if not _is_image(path) or any(part.startswith(".") for part in relative_parts):
                     continue
                 relative = path.relative_to(root).as_posix()
                 stat = path.stat()
-                digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+                digest.update(f"{relative}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
                 paths.append(str(path))
                 labels.append(label)
                 ids.append(relative)
         if not paths:
             raise ConfigError(
-                f"No images found in {root}. A gallery folder holds one subfolder per class, "
-                f"each with image files ({', '.join(IMAGE_SUFFIXES)})."
+                f"No images found in {root}. A gallery folder holds image files ({', '.join(IMAGE_SUFFIXES)}), "
+                "directly (unlabelled) or in one subfolder per class."
             )
+        what = "unlabelled" if flat else f"{len(class_names)} classes"
         return cls(
             name=root.name,
-            class_names=[d.name for d in class_dirs],
+            class_names=class_names,
             labels=np.asarray(labels),
             ids=ids,
             fingerprint=digest.hexdigest(),
             paths=paths,
-            provenance=f"Image folder '{root.name}' ({len(paths)} images, {len(class_dirs)} classes).",
+            provenance=f"Image folder '{root.name}' ({len(paths)} images, {what}).",
             extra={"root": str(root)},
         )
 
@@ -305,18 +334,23 @@ def load_default_gallery() -> Gallery:
         fingerprint=meta["images_sha256"],
         images=images,
         provenance=meta["provenance"],
-        extra={"source_indices": meta["source_indices"]},
+        # Its features under the default encoder ship too (`sslzoo.serve.precomputed`).
+        extra={"source_indices": meta["source_indices"], "features_file": str(folder / FEATURES_FILE)},
     )
 
 
 def resolve_gallery(spec: str | os.PathLike) -> Gallery:
     """`"default"` for the embedded CIFAR-10 gallery, a folder holding a saved index (e.g. one
-    `sslzoo-embed` wrote: searched as it is), else a folder with one subfolder per class."""
+    `sslzoo-embed` wrote: searched as it is), else a folder of images (`Gallery.from_folder`)."""
     if os.fspath(spec) == DEFAULT_GALLERY_SPEC:
         return load_default_gallery()
     if is_index_folder(spec):
         return gallery_of_index(spec)
     return Gallery.from_folder(spec)
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and not path.name.startswith(".")
 
 
 def _as_hwc_uint8(image: np.ndarray | torch.Tensor) -> np.ndarray:

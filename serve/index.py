@@ -26,6 +26,7 @@ from sslzoo.preprocessing import ImageLike
 from .defaults import INDEX_KINDS
 from .extractor import FeatureExtractor
 from .gallery import INDEX_FILE, METADATA_FILE, SAVED_INDEX_KEY, Gallery
+from .precomputed import load_features
 
 #: 2: gallery files are embedded upright (EXIF) and decoded at the size the encoder needs; indexes
 #: saved before hold features of the old decoding and are rebuilt on first use.
@@ -38,12 +39,12 @@ class IndexMismatchError(SslzooError, ValueError):
 
 @dataclass(frozen=True)
 class SearchResult:
-    """The k neighbours of one query, best first."""
+    """The k neighbours of one query, best first (`class_names` are None in an unlabelled gallery)."""
 
     ids: list[str]
     scores: list[float]
     labels: list[int]
-    class_names: list[str]
+    class_names: list[str | None]
     paths: list[str | None]
     positions: list[int]
 
@@ -213,7 +214,7 @@ class GalleryIndex:
             ids=[self.metadata["ids"][p] for p in positions],
             scores=[float(s) for s in scores],
             labels=labels,
-            class_names=[self.class_names[label] for label in labels],
+            class_names=[self.class_names[label] if label >= 0 else None for label in labels],
             paths=[self.metadata["paths"][p] for p in positions],
             positions=positions,
         )
@@ -297,7 +298,9 @@ class GalleryIndex:
 
         A gallery opened from a saved index (`Gallery.from_index_folder`, e.g. one `sslzoo-embed`
         wrote) is searched in that index, whatever `kind` says: nothing is embedded again, and an
-        extractor of another model is refused (`IndexMismatchError`).
+        extractor of another model is refused (`IndexMismatchError`). A gallery that ships its
+        features (`gallery.extra["features_file"]`, the embedded default) is indexed from them
+        when they were made by this very model, instead of embedded afresh.
         """
         saved = gallery.extra.get(SAVED_INDEX_KEY)
         if saved is not None:
@@ -312,7 +315,14 @@ class GalleryIndex:
                 return cls.load(directory, extractor=extractor, gallery=gallery)
             except (ConfigError, RuntimeError):
                 pass  # unreadable cache entry: rebuild it below
-        index = cls.build(extractor, gallery, kind=kind, progress=progress, **options)
+        shipped = gallery.extra.get("features_file")
+        features = load_features(extractor, gallery, Path(shipped)) if shipped else None
+        if features is not None:
+            index = cls.from_features(
+                features, gallery, model=extractor.describe(), kind=kind, extractor=extractor, **options
+            )
+        else:
+            index = cls.build(extractor, gallery, kind=kind, progress=progress, **options)
         index.save(directory)
         return index
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 from sslzoo.export import onnx as export_onnx_module
+from sslzoo.serve import extractor as extractor_module
 from sslzoo.serve.extractor import FeatureExtractor, model_fingerprint
 
 from sslzoo import ConfigError, Encoder
@@ -126,3 +127,50 @@ def test_rejects_unknown_backend_and_bad_batch_size(encoder):
         FeatureExtractor(encoder, backend="tensorrt")
     with pytest.raises(ConfigError, match="batch_size"):
         FeatureExtractor(encoder, batch_size=0)
+
+
+def test_a_background_export_answers_with_pytorch_until_onnx_is_ready(encoder, onnx_extractor, tmp_path, monkeypatch):
+    import shutil
+    import threading
+
+    gate, exported_copies = threading.Event(), []
+
+    def slow_export(module, path, fingerprint):  # the real export, already made once: copied when let through
+        assert fingerprint == onnx_extractor.fingerprint
+        gate.wait(60)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(onnx_extractor.onnx_path, path)
+        exported_copies.append(path)
+
+    monkeypatch.setattr(extractor_module, "_export_in_a_process", slow_export)
+    extractor = FeatureExtractor(encoder, backend="onnx", cache_dir=tmp_path, onnx_in_background=True)
+    images = mixed_images(tmp_path, count=3)
+    expected = FeatureExtractor(encoder).embed(images)
+    assert extractor.running_backend == "torch" and not extractor.wait_for_backend(timeout=0.05)
+    np.testing.assert_allclose(extractor.embed(images), expected, atol=1e-6)
+    gate.set()
+    assert extractor.wait_for_backend(timeout=60) and extractor.running_backend == "onnx"
+    assert exported_copies == [extractor.onnx_path]
+    np.testing.assert_allclose(extractor.embed(images), expected, atol=1e-4)
+
+
+def test_a_failed_background_export_keeps_pytorch_running(encoder, tmp_path, monkeypatch, caplog):
+    def broken_export(module, path, fingerprint):
+        raise RuntimeError("exporter broke")
+
+    monkeypatch.setattr(extractor_module, "_export_in_a_process", broken_export)
+    extractor = FeatureExtractor(
+        encoder, backend="onnx", cache_dir=tmp_path, onnx_in_background=True, model_id="tiny"
+    )
+    assert not extractor.wait_for_backend(timeout=60) and extractor.running_backend == "torch"
+    assert "exporter broke" in caplog.text and "PyTorch" in caplog.text
+    image = Image.new("RGB", (32, 32), (10, 200, 90))
+    np.testing.assert_allclose(extractor.embed([image]), FeatureExtractor(encoder).embed([image]), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_the_background_export_runs_in_a_process_of_its_own(encoder, tmp_path):
+    extractor = FeatureExtractor(encoder, backend="onnx", cache_dir=tmp_path, onnx_in_background=True)
+    assert extractor.wait_for_backend(timeout=300) and extractor.onnx_path.stat().st_size > 1_000_000
+    image = Image.new("RGB", (32, 32), (90, 20, 200))
+    np.testing.assert_allclose(extractor.embed([image]), FeatureExtractor(encoder).embed([image]), atol=1e-4)

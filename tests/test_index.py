@@ -201,3 +201,55 @@ def test_an_empty_or_missing_folder_is_refused_with_advice(tmp_path):
     (tmp_path / "cats").mkdir()
     with pytest.raises(ConfigError, match="one subfolder per class"):
         Gallery.from_folder(tmp_path)
+
+
+def test_a_flat_folder_is_an_unlabelled_gallery_named_by_file(extractor, tmp_path):
+    rng = np.random.default_rng(1)
+    (tmp_path / "2024").mkdir()
+    for name in ("beach.jpg", "cake.png", "2024/dog.png"):
+        Image.fromarray(rng.integers(0, 256, size=(20, 24, 3), dtype=np.uint8)).save(tmp_path / name)
+    (tmp_path / ".hidden.png").write_bytes(b"skipped")
+    (tmp_path / "notes.txt").write_text("not an image")
+    gallery = resolve_gallery(str(tmp_path))
+    assert not gallery.labelled and gallery.class_names == []
+    assert gallery.ids == ["2024/dog.png", "beach.jpg", "cake.png"]  # subfolders are searched too
+    assert [gallery.display_name(i) for i in range(3)] == ["dog.png", "beach.jpg", "cake.png"]
+    assert "unlabelled" in gallery.provenance
+    index = GalleryIndex.build(extractor, gallery, progress=False)
+    (result,) = index.search([str(tmp_path / "cake.png")], k=3)
+    assert result.ids[0] == "cake.png" and result.class_names == [None, None, None]
+    assert {row["label"] for row in result.as_dicts()} == {None}
+
+
+def test_the_shipped_default_features_match_a_fresh_computation_and_only_that_model():
+    """The embedded gallery's features under the bundled default: equal to embedding afresh (a
+    sample of 50, float16 rounding apart), and refused for another model or weights file."""
+    from sslzoo.serve.precomputed import features_path, load_features
+
+    from sslzoo.registry import default_model, model_info
+
+    gallery = load_default_gallery()
+    default = FeatureExtractor(default_model(), model_id=default_model())
+    shipped = load_features(default, gallery, features_path())
+    assert shipped is not None and shipped.shape == (1000, 512)
+    sample = list(range(0, 1000, 20))
+    fresh = default.embed([gallery.item(i) for i in sample])
+    np.testing.assert_allclose(shipped[sample], fresh, atol=2e-3)
+    assert (np.sum(shipped[sample] * fresh, axis=1) > 0.9999).all()
+    assert default.encoder.weights_sha256 == model_info(default_model()).sha256
+
+    other = FeatureExtractor(Encoder(), model_id="random")
+    assert load_features(other, gallery, features_path()) is None
+    default.encoder.weights_sha256 = "0" * 64  # same tensors, another file: a stale record
+    assert load_features(default, gallery, features_path()) is None
+    assert load_features(default, gallery.first_per_class(2), features_path()) is None
+
+
+def test_cached_indexes_the_default_gallery_from_its_shipped_features(tmp_path, monkeypatch):
+    from sslzoo.registry import default_model
+
+    gallery = load_default_gallery()
+    default = FeatureExtractor(default_model(), model_id=default_model())
+    monkeypatch.setattr(default, "embed", lambda *a, **k: pytest.fail("the shipped features should be used"))
+    index = GalleryIndex.cached(default, gallery, tmp_path, progress=False)
+    assert len(index) == 1000 and index.metadata["model"]["fingerprint"] == default.fingerprint
