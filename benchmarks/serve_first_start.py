@@ -63,7 +63,15 @@ def first_answer(url: str, deadline_s: float) -> float | None:
 def timed_start(home: Path, backend: str, deadline_s: float) -> float | None:
     port = free_port()
     env = {**os.environ, "SSLZOO_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False"}
-    command = [sys.executable, "-c", "from sslzoo.serve.cli import main; main()", "--backend", backend, "--port", str(port)]
+    command = [
+        sys.executable,
+        "-c",
+        "from sslzoo.serve.cli import main; main()",
+        "--backend",
+        backend,
+        "--port",
+        str(port),
+    ]
     launched = time.perf_counter()
     with open(home.parent / f"serve-{port}.log", "w") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)

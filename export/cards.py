@@ -22,6 +22,7 @@ from sslzoo import registry
 from sslzoo.backbones import num_features as backbone_width
 from sslzoo.encoder import Encoder
 from sslzoo.hub import WEIGHTS_NAME
+from sslzoo.references import method_references
 from sslzoo.weight_files import INDEX_NAME
 
 from .curves import plot_training_curves
@@ -68,19 +69,8 @@ DATASETS = {
     ),
 }
 
-#: arXiv ids of the papers the registry names, for the citation section.
-ARXIV = {
-    "simclr": "2002.05709",
-    "mocov2": "2003.04297",
-    "byol": "2006.07733",
-    "supcon": "2004.11362",
-    "spectral": "2106.04156",
-    "selfcon": "2106.15499",
-    "mixco": "2010.06300",
-    "batchfusion": "2311.09974",
-    "iecl": "2603.12594",
-    "minc": "2504.16667",
-}
+#: arXiv ids of the papers the registry names, for the citation section (`sslzoo/references.json`).
+ARXIV = {name: reference.arxiv for name, reference in method_references().items()}
 #: Registry fields a model outside the registry may carry in its provenance.
 _DESCRIPTIVE_KEYS = (
     "name",

@@ -14,11 +14,13 @@ from __future__ import annotations
 import contextlib
 import html
 import os
+import re
 import shutil
 import tempfile
 import threading
 import time
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,7 +37,8 @@ from sslzoo.encoder import Encoder
 from sslzoo.errors import SslzooError
 from sslzoo.hub import CONFIG_NAME, HUB_PREFIX, WEIGHTS_NAME
 from sslzoo.loading import bundled_weights_dir, sslzoo_home
-from sslzoo.registry import list_models
+from sslzoo.references import anchors, method_reference, num_classes
+from sslzoo.registry import list_models, model_info
 from sslzoo.scratch import scratch_folder
 
 from .batching import MicroBatcher
@@ -68,6 +71,7 @@ __all__ = [
     "launch",
     "load_query_image",
     "local_models",
+    "unavailable_models",
     "write_examples",
 ]
 
@@ -83,6 +87,12 @@ _CSS = """
 #sslzoo-results img { image-rendering: pixelated; }
 #sslzoo-query img { image-rendering: pixelated; min-width: 50%; object-fit: contain; }
 #sslzoo-timing { min-height: 1.5em; }
+#sslzoo-examples .grid-container {
+  grid-template-columns: repeat(5, minmax(0, 1fr)); grid-template-rows: none; grid-auto-rows: auto;
+}
+#sslzoo-examples .thumbnail-item { aspect-ratio: 1; }
+#sslzoo-examples img { image-rendering: pixelated; }
+#sslzoo-examples .caption-label { font-size: 11px; padding: 0 2px; max-width: 100%; }
 """
 
 
@@ -99,8 +109,13 @@ class ModelChoice:
 def local_models(
     extra: str | os.PathLike | Encoder | None = None, extra_key: str | None = None
 ) -> list[ModelChoice]:
-    """Models usable without a network: `extra` (the served one) first, then bundled weights, then
-    every `$SSLZOO_HOME/<name>/` folder that holds `config.json` and `model.safetensors`."""
+    """Every encoder this machine can serve: `extra` (the served one) first, then the registry's
+    bundled weights, every `$SSLZOO_HOME/<name>/` folder that holds `config.json` and
+    `model.safetensors`, and the registry's Hub-published models (downloaded when chosen).
+
+    Registry entries without published weights are left out: choosing one could only fail.
+    `unavailable_models` counts them for the page.
+    """
     choices: list[ModelChoice] = []
     if extra is not None:
         key = extra_key or _key_of(extra)
@@ -114,10 +129,18 @@ def local_models(
         for folder in sorted(home.iterdir()):
             if (folder / CONFIG_NAME).is_file() and (folder / WEIGHTS_NAME).is_file():
                 choices.append(ModelChoice(folder.name, f"{folder.name} ($SSLZOO_HOME)", str(folder)))
+    for name in list_models(trained=True):
+        if model_info(name).weights == "hub":
+            choices.append(ModelChoice(name, f"{name} (Hub, downloaded when chosen)", name))
     unique: dict[str, ModelChoice] = {}
     for choice in choices:
         unique.setdefault(choice.key, choice)
     return list(unique.values())
+
+
+def unavailable_models() -> list[str]:
+    """Registry entries with no published weights yet: not servable, named on the page."""
+    return list_models(trained=False)
 
 
 def _key_of(ref: str | os.PathLike | Encoder) -> str:
@@ -290,11 +313,18 @@ _TRAINING_DETAILS = {
 
 
 def model_card_markdown(extractor: FeatureExtractor) -> str:
-    """How the served model was trained and what it scores, from its own provenance record only."""
+    """How the served model was trained and what it scores, from its own provenance record only,
+    with the scores' context: chance and what fully trained models of its method reach."""
     encoder, provenance = extractor.encoder, extractor.provenance
+    running = extractor.running_backend
+    backend = (
+        extractor.backend
+        if running == extractor.backend
+        else f"{running} (until the {extractor.backend} export is ready)"
+    )
     lines = [
         f"**Model** `{html.escape(extractor.model_id)}`: {encoder.backbone} ({encoder.stem} stem), "
-        f"{encoder.num_features}-d features, {encoder.input_size} px input, backend {extractor.backend}."
+        f"{encoder.num_features}-d features, {encoder.input_size} px input, backend {backend}."
     ]
     if not provenance.get("method"):
         lines.append(
@@ -323,7 +353,96 @@ def model_card_markdown(extractor: FeatureExtractor) -> str:
     lines.append(f"**Training:** {html.escape(training)}.")
     scores = scores_text(provenance.get("metrics"), dataset=provenance.get("dataset"))
     lines.append(f"**Scores:** {html.escape(scores)}")
+    context = scores_context_markdown(provenance, encoder.backbone)
+    if context:
+        lines.append(context)
     return "\n\n".join(lines)
+
+
+def scores_context_markdown(provenance: dict[str, Any], backbone: str | None) -> str:
+    """A small table: this model's top-1 beside chance and the published numbers of its method
+    (`sslzoo.references`), so "kNN 50 %" reads as "five times chance, well short of a full run"."""
+    from sslzoo.export.results import normalise_metrics
+
+    try:
+        canonical = normalise_metrics(provenance.get("metrics") or {})
+    except (TypeError, ValueError, KeyError, AttributeError):
+        canonical = {}
+    dataset = canonical.get("dataset") or provenance.get("dataset")
+    method = provenance.get("method")
+    classes = canonical.get("num_classes") or num_classes(dataset)
+    published, whose = anchors(method, dataset, backbone), str(method)
+    if not published and provenance.get("host") and provenance.get("host") != method:
+        whose = f"{provenance['host']} (the host method)"
+        published = anchors(provenance["host"], dataset, backbone)
+    knn, linear = canonical.get("knn") or [], canonical.get("linear") or []
+    if not (knn or linear) or not (classes or published):
+        return ""
+
+    def cell(entries: list[dict[str, Any]]) -> str:
+        if not entries:
+            return "–"
+        entry = entries[0]
+        how = f" (k={entry['k']})" if entry.get("k") is not None else ""
+        how = how or (f" ({entry['protocol']} protocol)" if entry.get("protocol") else "")
+        return f"**{entry['top1']:.2f} %**{how}"
+
+    epochs = provenance.get("epochs")
+    trained = f", {_fmt(epochs)} epoch{'' if epochs == 1 else 's'}" if epochs is not None else ""
+    rows = [f"| this model{trained} | {cell(knn)} | {cell(linear)} |"]
+    if classes:
+        chance = f"{100 / classes:.3g} %"
+        rows.append(f"| chance ({classes} classes) | {chance} | {chance} |")
+    for anchor in published:
+        batch = f", batch {anchor.batch_size}" if anchor.batch_size else ""
+        note = f"; {anchor.note}" if anchor.note else ""
+        who = f"{whose}, {anchor.epochs} epochs{batch} ([{anchor.source}]({anchor.source_url}){note})"
+        value = f"{anchor.top1:g} %" + (f" (k={anchor.k})" if anchor.k else "")
+        rows.append(
+            f"| {who} | {value if anchor.metric == 'knn' else '–'} | "
+            f"{value if anchor.metric == 'linear' else '–'} |"
+        )
+    if not published:
+        rows.append(f"| {whose}: no published {backbone} number on {dataset} on file | – | – |")
+    split = canonical.get("split") or "test"
+    head = (
+        f"**In context** (top-1 on the {dataset} {split} split; the published models are {backbone}s "
+        "trained to the end):"
+    )
+    return head + "\n\n| | kNN | linear probe |\n|---|---|---|\n" + "\n".join(rows)
+
+
+def links_markdown(choice: ModelChoice, provenance: dict[str, Any]) -> str:
+    """Links to the model's card (on the Hub, or bundled and shown on this page), its paper and code."""
+    parts = []
+    name = choice.ref if isinstance(choice.ref, str) and choice.ref in list_models() else None
+    info = model_info(name) if name else None
+    if info is not None and info.weights == "hub":
+        parts.append(f"[model card](https://huggingface.co/{info.hub_repo})")
+    elif model_card_text(choice):
+        parts.append("model card (bundled: open *Model card* on the right)")
+    reference = method_reference(provenance.get("method") or (info.method if info else None))
+    if reference is not None:
+        parts.append(f"[paper]({reference.paper_url}) (arXiv:{reference.arxiv})")
+        parts.append(f"[official code]({reference.code})" if reference.code else "no official code published")
+    return " · ".join(parts)
+
+
+def model_card_text(choice: ModelChoice) -> str:
+    """The README that came with the model's weights (bundled or in its folder), without its
+    metadata header and images, or "" when there is none."""
+    ref = choice.ref
+    if isinstance(ref, Encoder):
+        return ""
+    folder = bundled_weights_dir(ref) if ref in list_models() else Path(ref).expanduser()
+    readme = folder / "README.md"
+    if not readme.is_file():
+        return ""
+    text = readme.read_text(errors="replace")
+    if text.startswith("---"):
+        _, _, text = text[3:].partition("\n---")
+    text = re.sub(r"!\[[^\]]*\]\([^)]*\)", "", text)  # its figures are files this page does not serve
+    return text.strip()
 
 
 def scores_text(metrics: dict[str, Any] | None, dataset: str | None = None) -> str:
@@ -371,6 +490,11 @@ def _flatten(mapping: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]
 
 
 def gallery_markdown(gallery: Gallery) -> str:
+    if not gallery.labelled:
+        return (
+            f"**Gallery** `{gallery.name}`: {len(gallery):,} unlabelled images; results show their file "
+            f"names. {gallery.provenance}"
+        )
     counts = np.bincount(gallery.labels, minlength=len(gallery.class_names))
     return (
         f"**Gallery** `{gallery.name}`: {len(gallery):,} images, {len(gallery.class_names)} classes "
@@ -379,8 +503,13 @@ def gallery_markdown(gallery: Gallery) -> str:
     )
 
 
+#: Example queries taken from an unlabelled gallery (a labelled one gives one per class).
+UNLABELLED_EXAMPLES = 4
+
+
 def write_examples(gallery: Gallery, folder: Path, extra: Sequence[str | os.PathLike] = ()) -> list[str]:
-    """Example queries as PNG files in `folder`: `extra` files, else the first image of each class."""
+    """Example queries as PNG files in `folder`: `extra` files, else the first image of each class
+    (of an unlabelled gallery: its first few). A file's name says what it shows (`example_label`)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for source in extra:
@@ -390,12 +519,40 @@ def write_examples(gallery: Gallery, folder: Path, extra: Sequence[str | os.Path
     if not paths:
         seen: set[int] = set()
         for index, label in enumerate(gallery.labels.tolist()):
-            if label not in seen:
-                seen.add(label)
-                target = folder / f"{gallery.class_names[label]}.png"
-                gallery.image(index).save(target)
-                paths.append(str(target))
+            if gallery.labelled and label in seen:
+                continue
+            seen.add(label)
+            target = folder / f"{Path(gallery.display_name(index)).stem}.png"
+            gallery.image(index).save(target)
+            paths.append(str(target))
+            if not gallery.labelled and len(paths) == UNLABELLED_EXAMPLES:
+                break
     return paths
+
+
+def example_label(path: str | os.PathLike) -> str:
+    """What an example shows, from its file name: `example-cat.png` and `cat.png` are "cat"."""
+    return Path(path).stem.removeprefix("example-").replace("_", " ")
+
+
+def top_class(result: SearchResult, num_classes: int) -> dict[str, Any] | None:
+    """The most common class among the neighbours (ties: the one ranked first), how many share it,
+    and how many would by chance; None for an unlabelled gallery, where there are no classes."""
+    names = [name for name in result.class_names if name is not None]
+    if not names or num_classes < 1:
+        return None
+    label, count = Counter(names).most_common(1)[0]
+    return {"label": label, "count": count, "of": len(names), "chance": round(len(names) / num_classes, 2)}
+
+
+def neighbour_summary(top: dict[str, Any] | None, num_classes: int) -> str:
+    """E.g. "**5 of 8** neighbours are **cat** (chance: about 0.8 of 8 ...)"; "" without classes."""
+    if not top:
+        return ""
+    return (
+        f"**{top['count']} of {top['of']}** neighbours are **{html.escape(top['label'])}** "
+        f"(chance: about {top['chance']:g} of {top['of']} with {num_classes} equally common classes)."
+    )
 
 
 def build_app(
@@ -406,12 +563,13 @@ def build_app(
     """The demo page. Its event functions are also the named API endpoints `/search` and `/embed`."""
     gallery = service.gallery
     max_k = min(MAX_K, len(gallery))
-    first = service.index(service.default_key)  # built before the page exists: the first query is fast
+    service.index(service.default_key)  # built before the page exists: the first query is fast
     thumbnails = Thumbnails(gallery)
     map_view = MapView(service)  # the gallery's 2-D map, fitted once per model (sslzoo.serve.gallery_map)
+    classes = len(gallery.class_names)
 
     def search(image: str | None, k: float, model: str | None) -> tuple[list, dict, str]:
-        """Top-k gallery neighbours of the query image, with class and cosine similarity."""
+        """Top-k gallery neighbours of the query image, with class (or file name) and cosine similarity."""
         if not image:
             raise gr.Error("Upload an image or pick an example first.", print_exception=False)
         try:
@@ -424,9 +582,12 @@ def build_app(
             raise gr.Error(str(error), print_exception=False) from error
         rendered_at = time.perf_counter()
         neighbours = result.as_dicts()
+        if not gallery.labelled:
+            for row, path in zip(neighbours, result.ids):
+                row["file"] = Path(path).name
         images = [
-            (thumbnails.path(position), f"{name} · {score:.3f}")
-            for position, name, score in zip(result.positions, result.class_names, result.scores)
+            (thumbnails.path(position), f"{gallery.display_name(position)} · {score:.3f}")
+            for position, score in zip(result.positions, result.scores)
         ]
         batch = int(timings.pop("batch"))
         timings["render_ms"] = 1000 * (time.perf_counter() - rendered_at)
@@ -438,6 +599,9 @@ def build_app(
             "batch": batch,
             "timing_ms": {key.removesuffix("_ms"): round(value, 2) for key, value in timings.items()},
         }
+        top = top_class(result, classes)
+        if top is not None:
+            details["top_class"] = top
         shared_with = f", in a batch of {batch} queries" if batch > 1 else ""
         timing = (
             f"Query took **{total:.0f} ms** (decode {timings['decode_ms']:.0f} ms, "
@@ -451,6 +615,12 @@ def build_app(
         if not image:
             return [], None, ""
         return search(image, k, model)
+
+    def pick_example(selected: gr.SelectData) -> str:
+        return examples[selected.index]
+
+    def summarise(details: dict[str, Any] | None) -> str:
+        return neighbour_summary((details or {}).get("top_class"), classes)
 
     def embed(image: str | None, model: str | None) -> dict[str, Any]:
         """The L2-normalised feature vector of the query image."""
@@ -468,18 +638,33 @@ def build_app(
             "embedding": [round(float(value), 7) for value in vector],
         }
 
-    def describe(model: str | None) -> str:
+    def describe(model: str | None) -> tuple[str, str, str]:
         try:
-            return model_card_markdown(service.index(model).extractor)
+            extractor = service.index(model).extractor
         except (QueryInputError, SslzooError) as error:
             raise gr.Error(str(error), print_exception=False) from error
+        choice = service.choices[model or service.default_key]
+        return (
+            model_card_markdown(extractor),
+            links_markdown(choice, extractor.provenance),
+            model_card_text(choice) or "No model card came with these weights.",
+        )
 
     choices = [(choice.label, choice.key) for choice in service.choices.values()]
+    missing = unavailable_models()
+    menu_note = (
+        f"{len(missing)} more zoo entries have no published weights yet, so they are not listed."
+        if missing
+        else None
+    )
+    first_card, first_links, first_text = describe(service.default_key)
+    example_help = "an example (its label is its true class)" if gallery.labelled else "an example"
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
         gr.Markdown(
-            f"# {title}\nDrop in an image: the encoder embeds it and the gallery's nearest neighbours appear."
+            f"# {title}\nDrop in an image or pick {example_help}: the encoder embeds it and the "
+            "gallery's nearest neighbours appear."
         )
-        card = gr.Markdown(model_card_markdown(first.extractor), elem_id="sslzoo-model-card")
+        links = gr.Markdown(first_links, elem_id="sslzoo-links")
         with gr.Row():
             with gr.Column(scale=1):
                 query = gr.Image(
@@ -487,27 +672,52 @@ def build_app(
                     type="filepath",
                     image_mode=None,
                     sources=["upload", "clipboard"],
-                    height=280,
+                    height=200,
                     elem_id="sslzoo-query",
                 )
+                if examples:  # a gallery, not gr.Examples: that shows either the images or labels, not both
+                    gr.Markdown(
+                        f"**Examples**: click one{' (labelled with its class)' if gallery.labelled else ''}"
+                    )
+                    picks = gr.Gallery(
+                        value=[(path, example_label(path)) for path in examples],
+                        show_label=False,
+                        columns=5,
+                        height=172,
+                        object_fit="contain",
+                        allow_preview=False,
+                        buttons=[],
+                        elem_id="sslzoo-examples",
+                    )
                 k = gr.Slider(
                     1, max_k, value=min(DEFAULT_K, max_k), step=1, label="Neighbours (k)", elem_id="sslzoo-k"
                 )
                 model = gr.Dropdown(
-                    choices=choices, value=service.default_key, label="Model", elem_id="sslzoo-model"
+                    choices=choices,
+                    value=service.default_key,
+                    label="Model",
+                    info=menu_note,
+                    elem_id="sslzoo-model",
                 )
                 run = gr.Button("Search", variant="primary", elem_id="sslzoo-search")
-                if examples:
-                    gr.Examples(examples=[[path] for path in examples], inputs=[query], label="Examples")
             with gr.Column(scale=2):
-                timing = gr.Markdown(elem_id="sslzoo-timing")
+                summary = gr.Markdown(elem_id="sslzoo-summary")
+                what = "class" if gallery.labelled else "file name"
+                gr.Markdown(
+                    f"**Nearest neighbours** ({what} · cosine similarity)", elem_id="sslzoo-results-title"
+                )
                 results = gr.Gallery(
-                    label="Nearest neighbours (class · cosine similarity)",
+                    show_label=False,  # its label badge would sit on the first result
                     columns=4,
+                    height=400,
                     object_fit="contain",
                     allow_preview=True,
                     elem_id="sslzoo-results",
                 )
+                timing = gr.Markdown(elem_id="sslzoo-timing")
+                card = gr.Markdown(first_card, elem_id="sslzoo-model-card")
+                with gr.Accordion("Model card", open=False, elem_id="sslzoo-card-text"):
+                    card_text = gr.Markdown(first_text)
                 with gr.Accordion("Results as JSON", open=False):
                     details = gr.JSON(label="Neighbours", elem_id="sslzoo-details")
                 with gr.Accordion("Embedding", open=False):
@@ -518,18 +728,19 @@ def build_app(
         gr.Markdown(gallery_markdown(gallery))
 
         shared = {"concurrency_id": "retrieval", "concurrency_limit": service.concurrency}
+        outputs = [results, details, timing]
+        quick = {"queue": False, "show_progress": "hidden"}
         # The map is drawn after the answer, in its own queue: the /search API never waits for it.
         redraw = {"fn": map_view.show, "inputs": [query, k, model], "outputs": gallery_map, "api_name": False}
         redraw.update(concurrency_id="map", concurrency_limit=1)
-        run.click(search, [query, k, model], [results, details, timing], api_name="search", **shared).then(
-            **redraw
-        )
-        query.change(
-            search_if_image, [query, k, model], [results, details, timing], api_name=False, **shared
-        ).then(**redraw)
+        run.click(search, [query, k, model], outputs, api_name="search", **shared).then(**redraw)
+        query.change(search_if_image, [query, k, model], outputs, api_name=False, **shared).then(**redraw)
+        details.change(summarise, details, summary, api_name=False, **quick)
         embed_button.click(embed, [query, model], embedding, api_name="embed", **shared)
-        model.change(describe, model, card, api_name=False, **shared).then(
-            search_if_image, [query, k, model], [results, details, timing], api_name=False, **shared
+        if examples:
+            picks.select(pick_example, None, query, api_name=False, **quick)
+        model.change(describe, model, [card, links, card_text], api_name=False, **shared).then(
+            search_if_image, [query, k, model], outputs, api_name=False, **shared
         ).then(**redraw)
     demo.queue(max_size=QUEUE_SIZE)
     return demo

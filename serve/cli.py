@@ -134,9 +134,10 @@ def no_default_model_message() -> str:
     "gallery_spec",
     default=DEFAULT_GALLERY_SPEC,
     help="Images to search: 'default' for the embedded 1,000 CIFAR-10 test images (100 per class), "
-    "a folder with one subfolder of images per class (the subfolder names are the labels), or a FAISS "
-    "index folder written by sslzoo-embed (searched as it is, nothing embedded again; --model must be "
-    "the model that wrote it).",
+    "a folder with one subfolder of images per class (the subfolder names are the labels), a folder of "
+    "unlabelled images, e.g. your photos (results then show file names), or a FAISS index folder "
+    "written by sslzoo-embed (searched as it is, nothing embedded again; --model must be the model "
+    "that wrote it).",
 )
 @click.option(
     "--backend",

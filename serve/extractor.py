@@ -123,7 +123,9 @@ class FeatureExtractor:
         elif backend == "onnx":
             if onnx_in_background and not self._onnx_file().is_file():
                 self.onnx_path = self._onnx_file()
-                threading.Thread(target=self._prepare_onnx_quietly, name="sslzoo-onnx-export", daemon=True).start()
+                threading.Thread(
+                    target=self._prepare_onnx_quietly, name="sslzoo-onnx-export", daemon=True
+                ).start()
             else:
                 self._prepare_onnx()
         elif backend == "onnx-int8":
@@ -163,7 +165,9 @@ class FeatureExtractor:
             self._prepare_onnx()
             _LOG.info("%s: ONNX Runtime export ready, queries now run in ONNX Runtime", self.model_id)
         except Exception as error:  # noqa: BLE001 - any failure leaves a working PyTorch backend
-            _LOG.warning("%s: the ONNX export failed (%s); queries keep running in PyTorch", self.model_id, error)
+            _LOG.warning(
+                "%s: the ONNX export failed (%s); queries keep running in PyTorch", self.model_id, error
+            )
         finally:
             self._backend_ready.set()
 
@@ -194,9 +198,7 @@ class FeatureExtractor:
         """Features of an already preprocessed (B, 3, S, S) float batch."""
         session = self._session
         if session is not None:
-            features = session.run(
-                None, {self._input_name: batch.numpy().astype(np.float32, copy=False)}
-            )[0]
+            features = session.run(None, {self._input_name: batch.numpy().astype(np.float32, copy=False)})[0]
             features = torch.from_numpy(np.asarray(features, dtype=np.float32))
         else:
             with torch.inference_mode():
@@ -300,7 +302,7 @@ def _export_in_a_process(encoder: Encoder, path: Path, fingerprint: str) -> None
 
 
 def export_worker() -> None:
-    """The child of `_export_in_a_process`: argv is the saved encoder's folder, the target, its fingerprint."""
+    """The child of `_export_in_a_process`; argv: the saved encoder's folder, the target, its fingerprint."""
     from sslzoo.export.onnx import export_onnx
 
     folder, target, fingerprint = sys.argv[1:4]

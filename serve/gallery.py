@@ -47,7 +47,8 @@ FEATURES_FILE = "cifar10_gallery_features.safetensors"
 class Gallery:
     """Images, labelled or not: pixels held in memory (`images`) or files on disk (`paths`).
 
-    An unlabelled gallery has no `class_names` and every label is `UNLABELLED`. `ids` name the items to users (a file's path relative to the gallery root, or the source
+    An unlabelled gallery has no `class_names` and every label is `UNLABELLED`. `ids` name the
+    items to users (a file's path relative to the gallery root, or the source
     index of an embedded image); `fingerprint` hashes the content, so a cached index is reused
     only for the very same gallery.
     """
@@ -220,8 +221,8 @@ class Gallery:
                 ids.append(relative)
         if not paths:
             raise ConfigError(
-                f"No images found in {root}. A gallery folder holds image files ({', '.join(IMAGE_SUFFIXES)}), "
-                "directly (unlabelled) or in one subfolder per class."
+                f"No images found in {root}. A gallery folder holds image files "
+                f"({', '.join(IMAGE_SUFFIXES)}), directly (unlabelled) or in one subfolder per class."
             )
         what = "unlabelled" if flat else f"{len(class_names)} classes"
         return cls(

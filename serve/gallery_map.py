@@ -31,6 +31,8 @@ from sslzoo.errors import ConfigError
 MAP_FILE = "map.safetensors"
 #: Gallery points drawn at most (a seeded sample beyond it): past this a scatter is a blur that costs seconds.
 MAX_DRAWN = 20_000
+#: The colour of the points of an unlabelled gallery, which has no classes to colour by.
+UNLABELLED_COLOUR = "0.45"
 #: Random-projection iterations of `torch.pca_lowrank`: enough for two components to match an exact SVD.
 _POWER_ITERATIONS = 6
 
@@ -121,7 +123,7 @@ class GalleryMap:
             components=tensors["components"],
             points=tensors["points"],
             labels=tensors["labels"],
-            class_names=metadata["class_names"].split("\n"),
+            class_names=metadata["class_names"].split("\n") if metadata["class_names"] else [],
             explained=(float(explained[0]), float(explained[1])),
         )
 
@@ -144,22 +146,24 @@ class GalleryMap:
         if len(self.points) > MAX_DRAWN:
             drawn[:] = False
             drawn[np.random.default_rng(0).choice(len(self.points), MAX_DRAWN, replace=False)] = True
-        for label in range(count):
+        # An unlabelled gallery (a folder of photos) is one grey group of points.
+        groups = [(label, colours[label], self.class_names[label]) for label in range(count)]
+        for label, colour, name in groups or [(-1, UNLABELLED_COLOUR, None)]:
             chosen = (self.labels == label) & drawn
             axes.scatter(
                 *self.points[chosen].T,
                 s=10,
-                color=colours[label],
+                color=colour,
                 alpha=0.45 if faded else 0.75,
                 linewidths=0,
-                label=self.class_names[label] if count <= 20 else None,
+                label=name if count <= 20 else None,
             )
         if len(neighbours):
             picked = np.asarray(list(neighbours), dtype=np.int64)
             axes.scatter(
                 *self.points[picked].T,
                 s=70,
-                color=[colours[label] for label in self.labels[picked]],
+                color=[colours[label] if label >= 0 else UNLABELLED_COLOUR for label in self.labels[picked]],
                 edgecolors="black",
                 linewidths=1.4,
                 zorder=3,

@@ -21,8 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 
 from .extractor import FeatureExtractor
-from .gallery import FEATURES_FILE
-from .gallery import Gallery, assets_dir, load_default_gallery
+from .gallery import FEATURES_FILE, Gallery, assets_dir, load_default_gallery
 
 _LOG = logging.getLogger("sslzoo.serve")
 
@@ -48,7 +47,9 @@ def write_features(extractor: FeatureExtractor, gallery: Gallery, path: Path) ->
     return path
 
 
-def load_features(extractor: FeatureExtractor, gallery: Gallery, path: Path | None = None) -> np.ndarray | None:
+def load_features(
+    extractor: FeatureExtractor, gallery: Gallery, path: Path | None = None
+) -> np.ndarray | None:
     """The precomputed (N, D) float32 features of `gallery` under `extractor`'s model, or None when
     the file is missing, unreadable, or was made by another model, weights file or gallery."""
     path = path or features_path()
@@ -87,7 +88,9 @@ def main(model: str | None, out: Path | None) -> None:
     name = model or default_model()
     if name is None:
         raise click.ClickException("No default encoder is bundled; pass --model.")
-    path = write_features(FeatureExtractor(name, model_id=name), load_default_gallery(), out or features_path())
+    path = write_features(
+        FeatureExtractor(name, model_id=name), load_default_gallery(), out or features_path()
+    )
     click.echo(f"wrote {path} ({path.stat().st_size:,} bytes)")
 
 

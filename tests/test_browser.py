@@ -7,6 +7,7 @@ installs them. Without them this test fails, on purpose: the page itself is what
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 
@@ -27,6 +28,7 @@ from sslzoo.serve.app import (
 from sslzoo.serve.gallery import assets_dir, load_default_gallery  # noqa: E402
 
 from sslzoo import Encoder  # noqa: E402
+from sslzoo.registry import default_model  # noqa: E402
 
 CIFAR10 = {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"}
 INSTALL_HINT = (
@@ -50,14 +52,16 @@ def free_port() -> int:
 
 @pytest.fixture
 def server(tmp_path):
+    """The page as `sslzoo-serve` shows it by default: the bundled encoder, the embedded gallery
+    (indexed from its shipped features), the bundled examples, plus a second, untrained model."""
     torch.manual_seed(0)
     folder = tmp_path / "tiny-browser"
     Encoder(provenance={"name": "tiny-browser"}).save_pretrained(folder)
-    gallery = load_default_gallery().first_per_class(2)
-    service = RetrievalService(
-        gallery, local_models(extra=folder), cache_dir=tmp_path / "cache", batch_size=10
-    )
-    demo = build_app(service, examples=write_examples(gallery, examples_folder()))
+    gallery = load_default_gallery()
+    choices = [*local_models(extra=default_model()), *local_models(extra=folder)[:1]]
+    service = RetrievalService(gallery, choices, cache_dir=tmp_path / "cache", batch_size=10)
+    examples = write_examples(gallery, examples_folder(), extra=sorted(assets_dir().glob("example-*.png")))
+    demo = build_app(service, examples=examples)
     url = launch(demo, port=free_port(), block=False, quiet=True)
     yield url
     demo.close()
@@ -105,7 +109,17 @@ def test_a_corrupt_upload_shows_an_error_then_an_image_fills_the_gallery(server,
         expected.presence_of_element_located((By.CSS_SELECTOR, "#sslzoo-query input[type=file]"))
     )
     card = wait.until(expected.presence_of_element_located((By.ID, "sslzoo-model-card"))).text
-    assert "Training: none recorded" in card and "**" not in card  # rendered markdown, not raw
+    assert "**" not in card  # rendered markdown, not raw
+    assert "chance (10 classes)" in card and "84.8 %" in card  # each score beside its context
+    links = browser.find_element(By.ID, "sslzoo-links")
+    hrefs = {a.text: a.get_attribute("href") for a in links.find_elements(By.TAG_NAME, "a")}
+    assert hrefs["paper"] == "https://arxiv.org/abs/2002.05709" and "github.com" in hrefs["official code"]
+    examples = browser.find_element(By.ID, "sslzoo-examples")
+    assert {"cat", "ship", "truck"} <= set(examples.text.split())  # labelled examples
+    assert len(examples.find_elements(By.TAG_NAME, "img")) == 10  # shown as images, too
+    assert examples.rect["y"] + 40 < browser.get_window_size()["height"]  # above the fold
+    menu = browser.find_element(By.ID, "sslzoo-model").text
+    assert "no published weights yet" in menu
 
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(query.read_bytes()[:120])
@@ -134,6 +148,16 @@ def test_a_corrupt_upload_shows_an_error_then_an_image_fills_the_gallery(server,
     assert timing.startswith("Query took") and "ms" in timing
     captions = browser.find_element(By.ID, "sslzoo-results").text
     assert any(name in captions for name in CIFAR10)
+    summary = wait.until(lambda driver: driver.find_element(By.ID, "sslzoo-summary").text or None)
+    count, of, label = re.match(r"(\d+) of (\d+) neighbours are (\w+)", summary).groups()
+    assert int(of) == 8 and 1 <= int(count) <= 8 and label in CIFAR10
+    # Nothing sits over the first result: the gallery shows no label badge of its own.
+    first = browser.find_elements(By.CSS_SELECTOR, results)[0].rect
+    covering = browser.execute_script(
+        "const r = arguments[0]; const e = document.elementFromPoint(r.x + 8, r.y + 8); return e.tagName;",
+        first,
+    )
+    assert covering == "IMG"
 
     # The map of the gallery: drawn on load, redrawn with the query once the answer is in (what the
     # redraw holds, the query's star and its neighbours, is checked in test_gallery_map).
@@ -144,11 +168,24 @@ def test_a_corrupt_upload_shows_an_error_then_an_image_fills_the_gallery(server,
     WebDriverWait(browser, 120, ignored_exceptions=[StaleElementReferenceException]).until(
         lambda driver: map_source(driver) not in (None, initial_map)
     )
-    browser.execute_script(
-        "arguments[0].scrollIntoView({block: 'center'});", browser.find_element(By.ID, "sslzoo-map")
-    )
 
-    screenshot = tmp_path / "sslzoo-serve.png"
+    # An example is labelled with its class and, clicked, becomes the query.
+    cat = next(
+        item
+        for item in browser.find_elements(By.CSS_SELECTOR, "#sslzoo-examples button")
+        if item.text.strip() == "cat"
+    )
+    cat.click()
+    wait.until(
+        lambda driver: (
+            "example-cat"
+            in (driver.find_element(By.CSS_SELECTOR, "#sslzoo-query img").get_attribute("src") or "")
+        )
+    )
+    wait.until(lambda driver: driver.find_element(By.ID, "sslzoo-timing").text != timing)
+
+    browser.execute_script("window.scrollTo(0, 0);")
+    screenshot = tmp_path / "sslzoo-serve.png"  # kept in pytest's basetemp, to look at
     assert browser.save_screenshot(str(screenshot))
     pixels = np.asarray(Image.open(screenshot).convert("RGB"))
     assert pixels.shape[0] >= 800 and pixels.shape[1] >= 1200

@@ -129,7 +129,9 @@ def test_rejects_unknown_backend_and_bad_batch_size(encoder):
         FeatureExtractor(encoder, batch_size=0)
 
 
-def test_a_background_export_answers_with_pytorch_until_onnx_is_ready(encoder, onnx_extractor, tmp_path, monkeypatch):
+def test_a_background_export_answers_with_pytorch_until_onnx_is_ready(
+    encoder, onnx_extractor, tmp_path, monkeypatch
+):
     import shutil
     import threading
 

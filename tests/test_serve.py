@@ -103,6 +103,39 @@ def test_search_returns_k_neighbours_each_with_a_cifar10_label(client):
     assert timing.startswith("Query took")
 
 
+def test_search_says_how_many_neighbours_share_the_top_class(client):
+    _, details, _ = client.predict(handle_file(str(EXAMPLE)), 8, MODEL_KEY, api_name="/search")
+    top = details["top_class"]
+    labels = [n["label"] for n in details["neighbours"]]
+    assert top["of"] == 8 and top["count"] == labels.count(top["label"]) == max(map(labels.count, labels))
+    assert top["label"] == next(label for label in labels if labels.count(label) == top["count"])
+    assert top["chance"] == 0.8  # 8 neighbours, 10 classes
+    summary = serve_app.neighbour_summary(top, 10)
+    assert summary.startswith(f"**{top['count']} of 8** neighbours are **{top['label']}**")
+
+
+def test_a_flat_folder_of_photos_is_searched_by_file_name_without_class_scores(model_folder, tmp_path):
+    rng = np.random.default_rng(2)
+    for name in ("beach.png", "cake.png", "tree.png"):
+        Image.fromarray(rng.integers(0, 256, size=(24, 24, 3), dtype=np.uint8)).save(tmp_path / name)
+    gallery = serve_gallery.resolve_gallery(str(tmp_path))
+    service = RetrievalService(gallery, local_models(extra=model_folder), cache_dir=tmp_path / "cache")
+    examples = write_examples(gallery, examples_folder())
+    assert [Path(path).name for path in examples] == ["beach.png", "cake.png", "tree.png"]
+    demo = build_app(service, examples=examples)
+    url = launch(demo, port=free_port(), block=False, quiet=True)
+    try:
+        images, details, _ = Client(url, verbose=False).predict(
+            handle_file(str(tmp_path / "cake.png")), 2, api_name="/search"
+        )
+    finally:
+        demo.close()
+        service.close()
+    assert images[0]["caption"].startswith("cake.png · ") and details["neighbours"][0]["file"] == "cake.png"
+    assert "top_class" not in details and {n["label"] for n in details["neighbours"]} == {None}
+    assert "unlabelled" in serve_app.gallery_markdown(gallery)
+
+
 def test_search_uses_the_page_defaults_when_only_an_image_is_sent(client):
     _, details, _ = client.predict(handle_file(str(EXAMPLE)), api_name="/search")
     assert details["k"] == serve_app.DEFAULT_K and details["model"] == MODEL_KEY
@@ -301,6 +334,61 @@ def test_model_card_shows_training_and_scores_from_provenance_only():
     assert "retrieval map 0.5" in model_card_markdown(FeatureExtractor(unknown_shape, model_id="u"))
     bare = model_card_markdown(FeatureExtractor(Encoder(), model_id="bare"))
     assert "none recorded" in bare and "randomly" in bare and "0." not in bare.split("**Training:**")[1]
+
+
+def test_each_score_stands_beside_chance_and_the_published_numbers_of_its_method():
+    provenance = {
+        "method": "simclr",
+        "dataset": "cifar10",
+        "epochs": 4,
+        "metrics": {
+            "knn": [{"top1": 50.08, "k": 200, "t": 0.1}],
+            "linear": [{"top1": 61.05, "protocol": "fast"}],
+        },
+    }
+    table = serve_app.scores_context_markdown(provenance, "resnet18")
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    assert (
+        "**50.08 %** (k=200)" in rows["this model, 4 epochs"]
+        and "**61.05 %**" in rows["this model, 4 epochs"]
+    )
+    assert rows["chance (10 classes)"].count("10 %") == 2
+    lightly = next(line for key, line in rows.items() if "200 epochs" in key and "lightly" in key)
+    assert "84.8 % (k=200)" in lightly and "github.com/lightly-ai/lightly" in lightly
+    assert any("90.74 %" in line and "solo-learn" in line for line in rows.values())
+    on_cifar100 = serve_app.scores_context_markdown({**provenance, "dataset": "cifar100"}, "resnet18")
+    assert "chance (100 classes) | 1 % |" in on_cifar100 and "65.78 %" in on_cifar100
+    mixco = serve_app.scores_context_markdown({**provenance, "method": "mixco", "host": "mocov2"}, "resnet18")
+    assert "mocov2 (the host method)" in mixco and "84.7 %" in mixco
+    minc = serve_app.scores_context_markdown({**provenance, "method": "minc"}, "resnet18")
+    assert "no published resnet18 number" in minc and "chance (10 classes)" in minc
+    assert serve_app.scores_context_markdown({"method": "simclr", "dataset": "cifar10"}, "resnet18") == ""
+
+
+def test_links_name_the_card_paper_and_code_of_the_served_method(model_folder):
+    bundled = serve_app.ModelChoice("simclr-resnet18-cifar10", "x", "simclr-resnet18-cifar10")
+    links = serve_app.links_markdown(bundled, {"method": "simclr"})
+    assert "[paper](https://arxiv.org/abs/2002.05709)" in links
+    assert "[official code](https://github.com/google-research/simclr)" in links and "model card" in links
+    card = serve_app.model_card_text(bundled)
+    assert card.startswith("# simclr-resnet18-cifar10") and "50.08" in card and "![" not in card
+    assert not card.startswith("---")  # the Hub metadata header is not shown
+    minc = serve_app.links_markdown(ModelChoice("m", "m", str(model_folder)), {"method": "minc"})
+    assert "arxiv.org/abs/2504.16667" in minc and "no official code published" in minc
+
+
+def test_the_menu_lists_hub_models_and_counts_the_entries_without_weights(monkeypatch):
+    from sslzoo import registry
+
+    data = registry.registry_data()
+    hub_name = "byol-resnet18-cifar10"
+    next(entry for entry in data["models"] if entry["name"] == hub_name)["weights"] = "hub"
+    monkeypatch.setattr(registry, "_load", lambda: data)
+    choices = {choice.key: choice.label for choice in local_models()}
+    assert "Hub" in choices[hub_name] and "bundled" in choices["simclr-resnet18-cifar10"]
+    missing = serve_app.unavailable_models()
+    assert hub_name not in missing and "simclr-resnet18-cifar10" not in missing
+    assert len(missing) == len(data["models"]) - 2 and not set(missing) & set(choices)
 
 
 def test_local_models_lists_the_served_model_then_sslzoo_home_folders(model_folder, tmp_path, monkeypatch):
