@@ -419,6 +419,9 @@ def links_markdown(choice: ModelChoice, provenance: dict[str, Any]) -> str:
     info = model_info(name) if name else None
     if info is not None and info.weights == "hub":
         parts.append(f"[model card](https://huggingface.co/{info.hub_repo})")
+    elif isinstance(choice.ref, str) and choice.ref.startswith(HUB_PREFIX):
+        repo = choice.ref.removeprefix(HUB_PREFIX).partition("@")[0]
+        parts.append(f"[model card](https://huggingface.co/{repo})")
     elif model_card_text(choice):
         parts.append("model card (bundled: open *Model card* on the right)")
     reference = method_reference(provenance.get("method") or (info.method if info else None))

@@ -46,13 +46,6 @@ class Anchor:
     batch_size: int | None = None
     note: str | None = None
 
-    def describe(self) -> str:
-        """E.g. "84.8 % kNN (k=200) after 200 epochs at batch 512 (lightly benchmark)"."""
-        protocol = "linear probe" if self.metric == "linear" else "kNN" + (f" (k={self.k})" if self.k else "")
-        batch = f" at batch {self.batch_size}" if self.batch_size else ""
-        note = f"; {self.note}" if self.note else ""
-        return f"{self.top1:g} % {protocol} after {self.epochs} epochs{batch} ({self.source}{note})"
-
 
 @lru_cache(maxsize=1)
 def _load() -> dict[str, Any]:

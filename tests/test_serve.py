@@ -373,6 +373,8 @@ def test_links_name_the_card_paper_and_code_of_the_served_method(model_folder):
     card = serve_app.model_card_text(bundled)
     assert card.startswith("# simclr-resnet18-cifar10") and "50.08" in card and "![" not in card
     assert not card.startswith("---")  # the Hub metadata header is not shown
+    hub = serve_app.links_markdown(ModelChoice("h", "h", "hf-hub:org/run@v1"), {"method": "byol"})
+    assert "[model card](https://huggingface.co/org/run)" in hub and "2006.07733" in hub
     minc = serve_app.links_markdown(ModelChoice("m", "m", str(model_folder)), {"method": "minc"})
     assert "arxiv.org/abs/2504.16667" in minc and "no official code published" in minc
 
