@@ -184,7 +184,7 @@ class GalleryMap:
         axes.set_yticks([])
         shown = f"{len(self.points):,} images" + (f", {MAX_DRAWN:,} drawn" if len(self.points) > MAX_DRAWN else "")
         axes.set_title(title or f"Gallery embeddings ({shown}, PCA)", fontsize=11)
-        if count <= 20 or len(neighbours) or query is not None:
+        if (0 < count <= 20) or len(neighbours) or query is not None:
             legend = axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
             for handle in legend.legend_handles:
                 handle.set_alpha(1.0)
