@@ -52,12 +52,12 @@ def free_port() -> int:
 
 @pytest.fixture
 def server(tmp_path):
-    """The page as `sslzoo-serve` shows it by default: the bundled encoder, the embedded gallery
-    (indexed from its shipped features), the bundled examples, plus a second, untrained model."""
+    """The page as `sslzoo-serve` shows it by default: the bundled encoder and examples, plus a
+    second, untrained model; 20 of the embedded gallery's images keep it quick on a busy machine."""
     torch.manual_seed(0)
     folder = tmp_path / "tiny-browser"
     Encoder(provenance={"name": "tiny-browser"}).save_pretrained(folder)
-    gallery = load_default_gallery()
+    gallery = load_default_gallery().first_per_class(2)
     choices = [*local_models(extra=default_model()), *local_models(extra=folder)[:1]]
     service = RetrievalService(gallery, choices, cache_dir=tmp_path / "cache", batch_size=10)
     examples = write_examples(gallery, examples_folder(), extra=sorted(assets_dir().glob("example-*.png")))
